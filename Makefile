@@ -1,0 +1,38 @@
+# Two commands: `make demo` (install, convert the sample slides, serve) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export IAIN_SAMPLE_SLIDES ?= $(abspath ../shared/slides)
+DATA ?= data
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint typecheck pytest clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU build of torch from this machine's wheel cache; the Dockerfile installs the CUDA build.
+	$(PY) -m pip install -q torch==2.13.0 torchvision==0.28.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: install
+	$(PY) -m viewer.cli demo --slides "$(IAIN_SAMPLE_SLIDES)" --data "$(DATA)"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+pytest: install
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) node_modules $(DATA) .mypy_cache .ruff_cache
