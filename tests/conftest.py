@@ -1,0 +1,43 @@
+"""Fixtures shared by every test package: where the real sample data lives.
+
+The real slides and datasets sit in ``../shared`` beside the repository (never copied into it);
+``IAIN_SAMPLE_SLIDES`` and ``IAIN_DATASETS`` override the paths.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def sample_slides_dir() -> Path:
+    return Path(os.environ.get("IAIN_SAMPLE_SLIDES", REPO_ROOT.parent / "shared" / "slides"))
+
+
+def datasets_dir() -> Path:
+    return Path(os.environ.get("IAIN_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
+
+
+@pytest.fixture(scope="session")
+def slides_dir() -> Path:
+    path = sample_slides_dir()
+    if not (path / "CMU-1-Small-Region.svs").exists():
+        pytest.fail(f"sample slides not found at {path} (set IAIN_SAMPLE_SLIDES)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bad_slides_dir(slides_dir: Path) -> Path:
+    return slides_dir / "bad"
+
+
+@pytest.fixture(scope="session")
+def ebhi_dir() -> Path:
+    path = datasets_dir() / "ebhi-seg-subset"
+    if not (path / "split.csv").exists():
+        pytest.fail(f"EBHI-Seg subset not found at {path} (set IAIN_DATASETS)")
+    return path
