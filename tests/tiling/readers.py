@@ -20,6 +20,7 @@ from wsi.errors import UnreadableRegionError
 from wsi.reader import Mpp, MppSource, StoredTiling
 
 RGB = npt.NDArray[np.uint8]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ADOBE_NO_TRANSFORM = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 
 
