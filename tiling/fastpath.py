@@ -41,7 +41,8 @@ class TileFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
             match = _DZ_TILE.fullmatch(scope["path"])
-            if match is not None and await self._serve(scope, send, match):
+            encoded = b"%" in scope.get("raw_path", b"%")  # tricks go the slow, checked way
+            if match is not None and not encoded and await self._serve(scope, send, match):
                 return
         await self.app(scope, receive, send)
 

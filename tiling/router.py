@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from tiling.catalog import Catalog, SlideRef
-from tiling.errors import PyramidNotFoundError
+from tiling.errors import InvalidTileRequestError, PyramidNotFoundError
 from tiling.iiif import check_rest, info_json, parse_region, parse_size
 from tiling.layout import ASSOCIATED_GROUP, IAIN_ATTR
 from tiling.tiles import Tile, TileService
@@ -44,6 +44,8 @@ _ZARR_KEY = re.compile(
     r"(?:zarr\.json|(?:0|[1-9][0-9]{0,3})/(?:zarr\.json|c(?:/(?:0|[1-9][0-9]{0,8})){3}))"
 )
 
+_ENCODED_TRICKS = (b"%2f", b"%5c", b"%00", b"%2e")
+
 router = APIRouter()
 
 
@@ -54,6 +56,9 @@ def allow_all(request: Request, slide_id: str) -> SlideRef:
 
 
 def get_slide(request: Request, slide_id: Annotated[str, Path(max_length=64)]) -> SlideRef:
+    raw_path = bytes(request.scope.get("raw_path") or b"").lower()
+    if any(trick in raw_path for trick in _ENCODED_TRICKS):
+        raise InvalidTileRequestError("encoded slashes, dots or NUL in the path")
     access: SlideAccess = request.app.state.slide_access
     return access(request, slide_id)
 

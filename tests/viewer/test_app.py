@@ -63,7 +63,8 @@ def test_new_pyramids_appear_without_restart(tmp_path: Path) -> None:
     [
         ("/api/slides/ffffffffffffffffffffffff", 404, "slide_not_found"),
         ("/api/slides/..%2F..%2Fetc%2Fpasswd", 404, "not_found"),
-        ("/api/slides/%00", 404, "slide_not_found"),
+        ("/api/slides/%00", 400, "invalid_tile_request"),
+        ("/slides/a%2e%2e_files/0/0_0.jpeg", 400, "invalid_tile_request"),
         ("/nowhere", 404, "not_found"),
     ],
 )
