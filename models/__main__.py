@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--width", type=float, default=None)
     train.add_argument("--crop", type=int, default=None, help="training crop size (px)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    train.add_argument("--max-minutes", type=float, default=None, help="wall-time budget")
     train.add_argument("--limit", type=int, default=None, help="use the first N images only")
     return parser
 
@@ -79,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         crop_px=args.crop,
         threads=args.threads,
         limit=args.limit,
+        max_minutes=args.max_minutes,
     )
     metrics = train(config)
     print(
