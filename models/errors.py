@@ -8,7 +8,8 @@
     ├── WeightsMissingError         (also FileNotFoundError) the card names a file that is not there
     ├── WeightsMismatchError        the weights' SHA-256 differs from the card's
     ├── UnknownArchitectureError    the card names an architecture ``build_model`` cannot build
-    └── DatasetError                training data missing or malformed
+    ├── DatasetError                training data missing or malformed
+    └── TrainingConfigError         (also ValueError) a training option out of range
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "InvalidCardError",
     "ModelError",
     "ModelNotFoundError",
+    "TrainingConfigError",
     "UnknownArchitectureError",
     "WeightsMismatchError",
     "WeightsMissingError",
@@ -52,3 +54,7 @@ class UnknownArchitectureError(ModelError, ValueError):
 
 class DatasetError(ModelError):
     code = "dataset_error"
+
+
+class TrainingConfigError(ModelError, ValueError):
+    code = "invalid_training_config"

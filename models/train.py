@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from models.augment import color_jitter, geometric, hed_jitter
 from models.card import ClassInfo, ModelCard, Quality, parse_card
 from models.data import Dataset, load_ebhi
+from models.errors import TrainingConfigError
 from models.evaluate import DiceCounts, baselines, normalise, predict_labels
 from models.nets import MobileUNet
 from models.registry import sha256_file
@@ -60,6 +61,16 @@ class TrainConfig:
     threads: int = 1
     max_minutes: float | None = None  # stop early (and still save + score) past this wall time
     limit: int | None = None  # first N train / val images only (smoke tests)
+
+
+def _check(config: TrainConfig) -> None:
+    for key in ("epochs", "batch_size", "crop_px", "threads"):
+        if getattr(config, key) < 1:
+            raise TrainingConfigError(f"{key} must be >= 1 (got {getattr(config, key)})")
+    if not 32 <= config.crop_px <= 224:
+        raise TrainingConfigError(f"crop must be 32..224 px (images are 224), got {config.crop_px}")
+    if config.lr <= 0 or config.width <= 0 or not 0 <= config.holdout_frac < 1:
+        raise TrainingConfigError("need lr > 0, width > 0 and 0 <= holdout fraction < 1")
 
 
 def _seed_everything(seed: int) -> torch.Generator:
@@ -200,6 +211,7 @@ def render_card(card: ModelCard) -> str:
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train, evaluate on ``val``, write weights + metrics + card under ``config.out``."""
+    _check(config)
     torch.set_num_threads(config.threads)
     gen = _seed_everything(config.seed)
     device = config.device

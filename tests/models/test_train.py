@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from models.__main__ import main
+from models.errors import TrainingConfigError
 from models.registry import load_model, sha256_file
 from models.train import TrainConfig, train
 
@@ -30,3 +34,15 @@ def test_one_epoch_smoke(ebhi_dir: Path, tmp_path: Path) -> None:
     again = tmp_path / "b" / "crc-tumour"
     train(_tiny(ebhi_dir, again))
     assert sha256_file(again / "weights.pt") == sha256_file(out / "weights.pt")
+
+
+def test_train_cli_errors_are_one_line(
+    ebhi_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert "no split.csv" in capsys.readouterr().err
+    assert main(["train", "--data", str(ebhi_dir), "--epochs", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "epochs must be >= 1" in err and "Traceback" not in err
+    with pytest.raises(TrainingConfigError, match="crop"):
+        train(TrainConfig(data=ebhi_dir, out=tmp_path, crop_px=300))
