@@ -28,6 +28,20 @@ def _ring_area(ring: npt.NDArray[np.float64]) -> float:
     return 0.5 * float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
 
 
+def _drop_collinear(points: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Keep only the corners of a marching-squares ring (exact, unlike a tolerance simplifier;
+    and skimage's approximate_polygon would import scipy.signal, seconds on a busy machine)."""
+    ring = points[:-1] if len(points) > 1 and np.array_equal(points[0], points[-1]) else points
+    if len(ring) < 3:
+        return points
+    prev, nxt = np.roll(ring, 1, axis=0), np.roll(ring, -1, axis=0)
+    cross = (ring[:, 0] - prev[:, 0]) * (nxt[:, 1] - ring[:, 1]) - (ring[:, 1] - prev[:, 1]) * (
+        nxt[:, 0] - ring[:, 0]
+    )
+    corners = ring[np.abs(cross) > 1e-9]
+    return np.concatenate([corners, corners[:1]]) if len(corners) else points
+
+
 def mask_to_features(
     mask: npt.NDArray[np.uint8],
     spec: ModelSpec,
@@ -52,7 +66,7 @@ def mask_to_features(
             oy, ox = box[0].start - 1, box[1].start - 1
             rings = []
             for contour in measure.find_contours(crop, 0.5):  # type: ignore[no-untyped-call]
-                simplified = measure.approximate_polygon(contour, tolerance=0.5)  # type: ignore[no-untyped-call]
+                simplified = _drop_collinear(contour)
                 if len(simplified) < 4:
                     continue
                 # (row, col) -> level-0 (x, y); pixel centres sit at +0.5
