@@ -11,6 +11,7 @@
     ├── InvalidImageError           ``predict`` input that is not a readable image
     ├── InvalidRequestError         (also ValueError) a bad option (batch size, mpp)
     ├── JobNotFoundError            (also LookupError) no job with that id
+    ├── JobNotDoneError             results asked for before the job is done
     └── InferenceCancelledError     a job was cancelled while running
 
 ``HTTP_STATUS`` maps each class to the status code the server answers with.
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidImageError",
     "InvalidRequestError",
     "InvalidStoreError",
+    "JobNotDoneError",
     "JobNotFoundError",
     "MissingMppError",
     "ModelNotFoundError",
@@ -71,6 +73,10 @@ class JobNotFoundError(InferenceError, LookupError):
     code = "job_not_found"
 
 
+class JobNotDoneError(InferenceError):
+    code = "job_not_done"
+
+
 class InferenceCancelledError(InferenceError):
     code = "cancelled"
 
@@ -84,6 +90,7 @@ HTTP_STATUS: dict[type[InferenceError], int] = {
     InvalidImageError: 415,
     InvalidRequestError: 422,
     JobNotFoundError: 404,
+    JobNotDoneError: 409,
     InferenceCancelledError: 409,
     InferenceError: 500,
 }

@@ -41,7 +41,9 @@ def _global_reference(store: Path, model: ColourModel) -> tuple[np.ndarray, np.n
     return probs.argmax(0).numpy().astype(np.uint8), (probs * 255).round().numpy()
 
 
-def test_pointwise_model_reproduces_the_known_regions(regions_store: Path, regions: Regions) -> None:
+def test_pointwise_model_reproduces_the_known_regions(
+    regions_store: Path, regions: Regions
+) -> None:
     toy = spec()
     with Engine(ColourModel(toy), toy, "cpu", EngineOptions(batch_size=8)) as engine:
         result = engine.run(regions_store)
@@ -168,7 +170,9 @@ def test_outlines_are_qupath_geojson_matching_the_regions(regions_store: Path) -
         f for f in collection["features"] if f["properties"]["classification"]["name"] == "tumour"
     ]
     epithelium = [
-        f for f in collection["features"] if f["properties"]["classification"]["name"] == "epithelium"
+        f
+        for f in collection["features"]
+        if f["properties"]["classification"]["name"] == "epithelium"
     ]
     assert len(tumours) == 2 and len(epithelium) == 1
     for feature in collection["features"]:
