@@ -1,0 +1,249 @@
+"""The HTTP edge shared by every route: session middleware, CSRF, and the slide access hook.
+
+``AuthMiddleware`` (pure ASGI, so a cached tile check costs a dict lookup) turns the session
+cookie into ``request.state.session`` or answers 401 (API, tiles) / 303 to ``/login`` (pages)
+for every path except the public ones. State-changing methods must carry ``X-CSRF-Token`` equal
+to the session's token. ``SlideAccess`` is the one callable the tile routes call
+(``app.state.slide_access(request, slide_id)``): it asks ``authorize`` and raises the same
+``SlideNotFoundError`` for an unknown slide and a forbidden one.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from share import audit
+from share.accounts import Accounts, SessionInfo
+from share.authz import Action, Decision, Principal, SlideRef, authorize
+from share.config import ShareSettings
+from share.errors import (
+    AuthenticationError,
+    ConflictError,
+    CsrfError,
+    ForbiddenError,
+    InvalidInputError,
+    LoginRateLimitedError,
+    NotFoundError,
+    SessionExpiredError,
+    ShareError,
+    SlideNotFoundError,
+)
+
+__all__ = [
+    "CSRF_COOKIE",
+    "CSRF_HEADER",
+    "ERROR_STATUS",
+    "SESSION_COOKIE",
+    "AuthMiddleware",
+    "SlideAccess",
+    "error_response",
+    "install_error_handlers",
+    "principal_of",
+    "session_of",
+]
+
+logger = logging.getLogger(__name__)
+
+SESSION_COOKIE = "iain_session"
+CSRF_COOKIE = "iain_csrf"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# class -> HTTP status; create_app merges this into its one table.
+ERROR_STATUS: dict[type[ShareError], int] = {
+    AuthenticationError: 401,
+    LoginRateLimitedError: 429,
+    CsrfError: 403,
+    ForbiddenError: 403,
+    SlideNotFoundError: 404,
+    NotFoundError: 404,
+    ConflictError: 409,
+    InvalidInputError: 422,
+}
+
+
+def status_of(exc: ShareError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
+    return 500
+
+
+def error_response(exc: ShareError) -> JSONResponse:
+    headers = {}
+    if isinstance(exc, LoginRateLimitedError):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return JSONResponse(
+        {"code": exc.code, "detail": str(exc)}, status_code=status_of(exc), headers=headers
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map ShareError to its status (for apps that do not have create_app's table)."""
+
+    async def handler(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ShareError)
+        return error_response(exc)
+
+    app.add_exception_handler(ShareError, handler)
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"cookie":
+            try:
+                jar: SimpleCookie = SimpleCookie(value.decode("latin-1"))
+            except CookieError:
+                continue
+            if name in jar:
+                return jar[name].value
+    return None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class AuthMiddleware:
+    """Authenticate every request that is not explicitly public (deny by default)."""
+
+    def __init__(self, app: ASGIApp, accounts: Accounts, settings: ShareSettings) -> None:
+        self.app = app
+        self.accounts = accounts
+        self.settings = settings
+
+    def is_public(self, path: str) -> bool:
+        return path in self.settings.public_paths or path.startswith(self.settings.public_prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.is_public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        token = _cookie(scope, SESSION_COOKIE)
+        try:
+            if token is None:
+                raise AuthenticationError("log in first")
+            info = self.accounts.cached_session(token)
+            if info is None:
+                info = await run_in_threadpool(self.accounts.resolve_session, token)
+            if scope["method"] not in SAFE_METHODS:
+                sent = _header(scope, CSRF_HEADER.encode()) or ""
+                if not secrets.compare_digest(sent.encode(), info.csrf_token.encode()):
+                    raise CsrfError(f"missing or wrong {CSRF_HEADER} header")
+        except AuthenticationError as exc:
+            await self._unauthenticated(scope, exc)(scope, receive, send)
+            return
+        except CsrfError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["session"] = info
+        await self.app(scope, receive, send)
+
+    def _unauthenticated(self, scope: Scope, exc: AuthenticationError) -> Response:
+        path: str = scope["path"]
+        accept = _header(scope, b"accept") or ""
+        is_page = (
+            scope["method"] == "GET"
+            and "text/html" in accept
+            and not path.startswith(("/api/", "/slides/"))
+        )
+        if is_page:
+            target = path + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
+            return Response(status_code=303, headers={"Location": f"/login?next={quote(target)}"})
+        response = error_response(exc)
+        if isinstance(exc, SessionExpiredError):
+            response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+
+def session_of(request: Request) -> SessionInfo:
+    """The request's session; the middleware guarantees it on non-public paths."""
+    info = getattr(request.state, "session", None)
+    if not isinstance(info, SessionInfo):
+        raise AuthenticationError("log in first")
+    return info
+
+
+def principal_of(request: Request) -> Principal:
+    return session_of(request).principal
+
+
+class SlideAccess:
+    """``app.state.slide_access(request, slide_id, action)``: the decision for one slide.
+
+    Raises SlideNotFoundError when the slide is unknown or the decision is a denial (the two
+    are indistinguishable to the caller); returns the Decision (``pseudonymised`` for ml).
+    When the route has ``level``/``col``/``row`` path parameters the view is aggregated into
+    the audit trail; a denial is audited once per (session, slide, action) per minute.
+    """
+
+    def __init__(self, accounts: Accounts, views: audit.ViewAggregator) -> None:
+        self.accounts = accounts
+        self.views = views
+        self._denied: dict[tuple[str, str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def __call__(
+        self, request: Request, slide_id: str, action: Action = Action.SLIDE_VIEW
+    ) -> Decision:
+        info = session_of(request)
+        slide = self.accounts.slide(slide_id)
+        decision = (
+            authorize(info.principal, action, slide)
+            if slide is not None
+            else Decision(False, "unknown slide")
+        )
+        if not decision:
+            self._audit_denial(info, slide_id, slide, action, decision)
+            raise SlideNotFoundError(slide_id)
+        assert slide is not None
+        params = request.path_params
+        if action is Action.SLIDE_VIEW and {"level", "col", "row"} <= params.keys():
+            try:
+                level, col, row = int(params["level"]), int(params["col"]), int(params["row"])
+            except (TypeError, ValueError):
+                return decision
+            self.views.record(
+                info.session_id, info.principal.username, slide.centre, slide_id, level, col, row
+            )
+        return decision
+
+    def _audit_denial(
+        self,
+        info: SessionInfo,
+        slide_id: str,
+        slide: SlideRef | None,
+        action: Action,
+        decision: Decision,
+    ) -> None:
+        key = (info.session_id, slide_id, action.value)
+        now = time.monotonic()
+        with self._lock:
+            if now - self._denied.get(key, -1e9) < 60:
+                return
+            if len(self._denied) > 10_000:
+                self._denied.clear()
+            self._denied[key] = now
+        with self.accounts.db.session() as s:
+            audit.append(
+                s,
+                actor=info.principal.username,
+                action=action.value,
+                outcome="denied",
+                centre_id=slide.centre if slide is not None else None,
+                slide_id=slide_id[:200],
+                detail={"reason": decision.reason},
+            )
