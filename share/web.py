@@ -14,12 +14,15 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from http.cookies import CookieError, SimpleCookie
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from share import audit
@@ -47,6 +50,7 @@ __all__ = [
     "AuthMiddleware",
     "SlideAccess",
     "error_response",
+    "flatten_routes",
     "install_error_handlers",
     "principal_of",
     "session_of",
@@ -129,10 +133,23 @@ class AuthMiddleware:
         return path in self.settings.public_paths or path.startswith(self.settings.public_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.is_public(scope["path"]):
+        if scope["type"] not in ("http", "websocket") or self.is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
         token = _cookie(scope, SESSION_COOKIE)
+        if scope["type"] == "websocket":
+            info_ws = None
+            if token is not None:
+                try:
+                    info_ws = await run_in_threadpool(self.accounts.resolve_session, token)
+                except AuthenticationError:
+                    info_ws = None
+            if info_ws is None:
+                await send({"type": "websocket.close", "code": 4401})
+                return
+            scope.setdefault("state", {})["session"] = info_ws
+            await self.app(scope, receive, send)
+            return
         try:
             if token is None:
                 raise AuthenticationError("log in first")
@@ -167,6 +184,30 @@ class AuthMiddleware:
         if isinstance(exc, SessionExpiredError):
             response.delete_cookie(SESSION_COOKIE, path="/")
         return response
+
+
+def flatten_routes(routes: Iterable[Any], prefix: str = "") -> list[tuple[str, frozenset[str]]]:
+    """Every (path, methods) an app serves, through included routers and mounts (for tests and
+    start-up checks that nothing escapes the middleware)."""
+    out: list[tuple[str, frozenset[str]]] = []
+    for route in routes:
+        original = getattr(route, "original_router", None)  # FastAPI's included router
+        if original is not None:
+            inner = prefix + str(getattr(route.include_context, "prefix", ""))
+            out += flatten_routes(original.routes, inner)
+        elif isinstance(route, Mount):
+            sub = getattr(route.app, "routes", None)
+            if sub is not None:
+                out += flatten_routes(sub, prefix + route.path)
+            else:
+                out.append((prefix + route.path + "/{path}", frozenset({"GET"})))
+        elif isinstance(route, WebSocketRoute):
+            out.append((prefix + route.path, frozenset({"WEBSOCKET"})))
+        elif isinstance(route, Route):
+            out.append((prefix + route.path, frozenset(route.methods or {"GET"})))
+        else:
+            raise TypeError(f"unknown route type {type(route).__name__} at {prefix}")
+    return out
 
 
 def session_of(request: Request) -> SessionInfo:
