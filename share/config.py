@@ -80,4 +80,6 @@ class ShareSettings:
             secure_cookies=environ.get("SHARE_SECURE_COOKIES", "0") in ("1", "true", "yes"),
             login_max_failures=_int(environ, "SHARE_LOGIN_MAX_FAILURES", 5),
             login_window_s=_int(environ, "SHARE_LOGIN_WINDOW_S", 15 * 60),
+            argon2_time_cost=_int(environ, "SHARE_ARGON2_TIME_COST", 3),
+            argon2_memory_kib=_int(environ, "SHARE_ARGON2_MEMORY_KIB", 64 * 1024),
         )
