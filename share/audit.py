@@ -167,7 +167,7 @@ class _Seen:
     first_at: str
     tiles: int = 0
     # level -> [min_col, min_row, max_col, max_row]
-    levels: dict[int, list[int]] = field(default_factory=dict)
+    levels: dict[str, list[int]] = field(default_factory=dict)
 
 
 class ViewAggregator:
@@ -193,7 +193,7 @@ class ViewAggregator:
         actor: str,
         centre_id: str,
         slide_id: str,
-        level: int,
+        level: str,
         col: int,
         row: int,
     ) -> None:
@@ -240,7 +240,7 @@ class ViewAggregator:
                         "session": sid[:12],
                         "since": seen.first_at,
                         "tiles": seen.tiles,
-                        "regions": {str(k): v for k, v in sorted(seen.levels.items())},
+                        "regions": dict(sorted(seen.levels.items())),
                     },
                 )
         return len(taken)

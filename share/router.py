@@ -7,6 +7,7 @@ access hook on ``app.state.slide_access`` and these routes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from share import audit
 from share.accounts import Accounts, SessionInfo
-from share.authz import Action, AuditScope, Principal, authorize
+from share.authz import Action, AuditScope, Decision, Principal, authorize
 from share.config import ShareSettings
 from share.db import Database, open_database
 from share.errors import ForbiddenError, SlideNotFoundError
@@ -25,6 +26,7 @@ from share.web import (
     SESSION_COOKIE,
     AuthMiddleware,
     SlideAccess,
+    decision_only,
     principal_of,
     session_of,
 )
@@ -164,8 +166,21 @@ def audit_trail(
     return JSONResponse(rows)
 
 
-def install_share(app: FastAPI, settings: ShareSettings, db: Database | None = None) -> Accounts:
-    """Open the database (migrating it), add the auth middleware, hook and routes to ``app``."""
+def install_share(
+    app: FastAPI,
+    settings: ShareSettings,
+    db: Database | None = None,
+    *,
+    resolve: Callable[[Request, str, Decision], Any] | None = None,
+    not_found: Callable[[str], Exception] = SlideNotFoundError,
+) -> Accounts:
+    """Open the database (migrating it), add the auth middleware, hook and routes to ``app``.
+
+    Call it after every other ``add_middleware`` so that authentication is the outermost layer
+    (a tile fast path behind it still sees ``request.state.session``). ``resolve`` turns an
+    allowed slide into what the tile routes expect from ``app.state.slide_access``;
+    ``not_found`` builds the exception they map to 404.
+    """
     db = db or open_database(settings.url)
     accounts = Accounts(db, settings)
     accounts.ensure_centres()
@@ -173,7 +188,7 @@ def install_share(app: FastAPI, settings: ShareSettings, db: Database | None = N
     app.state.accounts = accounts
     app.state.share_settings = settings
     app.state.view_aggregator = views
-    app.state.slide_access = SlideAccess(accounts, views)
+    app.state.slide_access = SlideAccess(accounts, views, resolve or decision_only, not_found)
     app.add_middleware(AuthMiddleware, accounts=accounts, settings=settings)
     app.include_router(router)
     return accounts

@@ -11,12 +11,13 @@ to the session's token. ``SlideAccess`` is the one callable the tile routes call
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
@@ -49,6 +50,7 @@ __all__ = [
     "SESSION_COOKIE",
     "AuthMiddleware",
     "SlideAccess",
+    "decision_only",
     "error_response",
     "flatten_routes",
     "install_error_handlers",
@@ -61,6 +63,7 @@ logger = logging.getLogger(__name__)
 SESSION_COOKIE = "iain_session"
 CSRF_COOKIE = "iain_csrf"
 CSRF_HEADER = "x-csrf-token"
+T = TypeVar("T")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # class -> HTTP status; create_app merges this into its one table.
@@ -87,8 +90,9 @@ def error_response(exc: ShareError) -> JSONResponse:
     headers = {}
     if isinstance(exc, LoginRateLimitedError):
         headers["Retry-After"] = str(exc.retry_after_s)
+    # Same shape as viewer.app's error bodies: {"error": code, "detail": message}.
     return JSONResponse(
-        {"code": exc.code, "detail": str(exc)}, status_code=status_of(exc), headers=headers
+        {"error": exc.code, "detail": str(exc)}, status_code=status_of(exc), headers=headers
     )
 
 
@@ -222,24 +226,66 @@ def principal_of(request: Request) -> Principal:
     return session_of(request).principal
 
 
-class SlideAccess:
-    """``app.state.slide_access(request, slide_id, action)``: the decision for one slide.
+# DeepZoom tile paths answered outside FastAPI routing (no path_params there).
+_DZ_TILE = re.compile(
+    r"/slides/(?P<slide_id>[^/]+)_files/(?P<level>\d+)/(?P<col>\d+)_(?P<row>\d+)\."
+)
 
-    Raises SlideNotFoundError when the slide is unknown or the decision is a denial (the two
-    are indistinguishable to the caller); returns the Decision (``pseudonymised`` for ml).
-    When the route has ``level``/``col``/``row`` path parameters the view is aggregated into
-    the audit trail; a denial is audited once per (session, slide, action) per minute.
+
+def _tile_index(request: Request, slide_id: str) -> tuple[str, int, int] | None:
+    """(level key, col, row) of a tile request, or None; DeepZoom levels are keyed ``dzN``."""
+    params = request.path_params
+    try:
+        if {"level", "col", "row"} <= params.keys() and params.get("slide_id") == slide_id:
+            return str(int(params["level"])), int(params["col"]), int(params["row"])
+        m = _DZ_TILE.fullmatch(request.url.path.rsplit(".", 1)[0] + ".")
+        if m is not None and m["slide_id"] == slide_id:
+            return f"dz{int(m['level'])}", int(m["col"]), int(m["row"])
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+def _names_slide(request: Request, slide_id: str) -> bool:
+    # Listing routes ask about every slide; only a request that names the slide is an attempt.
+    if (
+        request.path_params.get("slide_id") == slide_id
+        or request.query_params.get("slide_id") == slide_id
+    ):
+        return True
+    return _tile_index(request, slide_id) is not None
+
+
+def decision_only(_request: Request, _slide_id: str, decision: Decision) -> Decision:
+    return decision
+
+
+class SlideAccess(Generic[T]):
+    """``app.state.slide_access(request, slide_id, action)``: the one check every slide route
+    makes.
+
+    Asks ``authorize``; on a denial or an unknown slide raises ``not_found(slide_id)`` (the
+    same exception either way); otherwise returns ``resolve(request, slide_id, decision)`` --
+    the tile server's slide handle (pseudonymised when the decision says so), or the
+    Decision itself by default. Tile requests are aggregated into the audit trail; a denial
+    of a request naming the slide is audited once per (session, slide, action) per minute.
     """
 
-    def __init__(self, accounts: Accounts, views: audit.ViewAggregator) -> None:
+    def __init__(
+        self,
+        accounts: Accounts,
+        views: audit.ViewAggregator,
+        resolve: Callable[[Request, str, Decision], T],
+        not_found: Callable[[str], Exception] = SlideNotFoundError,
+    ) -> None:
         self.accounts = accounts
         self.views = views
+        self.resolve = resolve
+        self.not_found = not_found
         self._denied: dict[tuple[str, str, str], float] = {}
         self._lock = threading.Lock()
 
-    def __call__(
-        self, request: Request, slide_id: str, action: Action = Action.SLIDE_VIEW
-    ) -> Decision:
+    def __call__(self, request: Request, slide_id: str, action: Action = Action.SLIDE_VIEW) -> T:
         info = session_of(request)
         slide = self.accounts.slide(slide_id)
         decision = (
@@ -248,19 +294,17 @@ class SlideAccess:
             else Decision(False, "unknown slide")
         )
         if not decision:
-            self._audit_denial(info, slide_id, slide, action, decision)
-            raise SlideNotFoundError(slide_id)
+            if _names_slide(request, slide_id):
+                self._audit_denial(info, slide_id, slide, action, decision)
+            raise self.not_found(slide_id)
         assert slide is not None
-        params = request.path_params
-        if action is Action.SLIDE_VIEW and {"level", "col", "row"} <= params.keys():
-            try:
-                level, col, row = int(params["level"]), int(params["col"]), int(params["row"])
-            except (TypeError, ValueError):
-                return decision
-            self.views.record(
-                info.session_id, info.principal.username, slide.centre, slide_id, level, col, row
-            )
-        return decision
+        if action is Action.SLIDE_VIEW:
+            index = _tile_index(request, slide_id)
+            if index is not None:
+                self.views.record(
+                    info.session_id, info.principal.username, slide.centre, slide_id, *index
+                )
+        return self.resolve(request, slide_id, decision)
 
     def _audit_denial(
         self,

@@ -202,7 +202,7 @@ def test_pages_redirect_api_and_tiles_401(
     assert page.headers["location"] == "/login?next=/viewer/s-caen%3Fx%3D1"
     tile = anon.get("/slides/s-caen/tiles/0/0/0", headers={"accept": "text/html"})
     assert tile.status_code == 401
-    assert anon.get("/api/me").json()["code"] == "not_authenticated"
+    assert anon.get("/api/me").json()["error"] == "not_authenticated"
     assert anon.get("/healthz").status_code == 200
     login_page = anon.get("/login")
     assert login_page.status_code == 200 and "/api/login" in login_page.text

@@ -64,7 +64,7 @@ def test_bad_credentials_are_401_with_one_message(
         response = client.post("/api/login", json={"username": username, "password": password})
         assert response.status_code == 401
         assert response.json() == {
-            "code": "invalid_credentials",
+            "error": "invalid_credentials",
             "detail": "invalid username or password",
         }
         assert SESSION_COOKIE not in client.cookies
@@ -97,7 +97,7 @@ def test_rate_limit_per_username_and_ip_in_database(
         "/api/login", json={"username": "caen-patho", "password": people["caen-patho"]}
     )
     assert response.status_code == 429
-    assert response.json()["code"] == "login_rate_limited"
+    assert response.json()["error"] == "login_rate_limited"
     assert 0 < int(response.headers["retry-after"]) <= accounts.settings.login_window_s
     # Another account from the same address is unaffected.
     login(client, "lille-patho")
@@ -112,7 +112,7 @@ def test_csrf_required_on_state_changing_calls(
 ) -> None:
     headers = login(client, "caen-patho")
     no_token = client.post("/api/logout")
-    assert no_token.status_code == 403 and no_token.json()["code"] == "csrf_failed"
+    assert no_token.status_code == 403 and no_token.json()["error"] == "csrf_failed"
     wrong = client.post("/api/logout", headers={CSRF_HEADER: "x" * 32})
     assert wrong.status_code == 403
     assert client.get("/api/me").status_code == 200  # still logged in
@@ -128,7 +128,7 @@ def test_logout_invalidates_session_server_side(
     # Replaying the old cookie (stolen before logout) does not work.
     client.cookies.set(SESSION_COOKIE, token)
     response = client.get("/api/me")
-    assert response.status_code == 401 and response.json()["code"] == "session_expired"
+    assert response.status_code == 401 and response.json()["error"] == "session_expired"
 
 
 def test_revocation_reaches_other_workers_within_cache_delay(
