@@ -23,7 +23,8 @@
     │   ├── ShareRevokedError            revoked
     │   ├── ShareExpiredError            past its expiry
     │   ├── ShareRecipientError          the caller is not the share's recipient
-    │   └── SharePermissionError         view-only share, annotate asked
+    │   ├── SharePermissionError         view-only share, annotate asked
+    │   └── SharedTileNotFoundError      level / column / row outside the shared pyramid
     └── PeerError                        talking to a remote node failed
         ├── PeerUnavailableError         network error, timeout, 5xx
         ├── PeerRejectedError            the peer refused our signature (401/403)
@@ -56,6 +57,7 @@ __all__ = [
     "SharePermissionError",
     "ShareRecipientError",
     "ShareRevokedError",
+    "SharedTileNotFoundError",
     "SourcePyramidError",
     "TokenExpiredError",
     "TokenLifetimeError",
@@ -152,6 +154,10 @@ class ShareRecipientError(ShareAccessError):
 
 class SharePermissionError(ShareAccessError):
     code = "share_permission"
+
+
+class SharedTileNotFoundError(ShareAccessError):
+    code = "tile_not_found"
 
 
 class PeerError(FederationError):

@@ -9,20 +9,45 @@ converter could do, so the de-identification is tested against everything.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import math
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import openslide
 import pytest
 import tifffile
+from fastapi import FastAPI
 from PIL import Image, ImageDraw
 
+from share.federation import FederationConfig, JsonShareFile
+from share.federation_errors import FederationError
+from share.federation_router import (
+    FederationAccess,
+    OwnerState,
+    RecipientState,
+    current_caller,
+    federation_error_handler,
+    owner_router,
+    recipient_router,
+)
+from share.peers import Caller, HttpPeerClient
+from share.signing import NodeKey
 from tiling.layout import ASSOCIATED_GROUP, IAIN_ATTR, JPEG_CODEC_NAME, chunk_key
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 CANARIES = (
     "CANARY-PATIENT-4711",
@@ -124,7 +149,9 @@ def _jpeg(tile: np.ndarray, *, comment: str) -> bytes:
     return buffer.getvalue() + comment.encode()  # trailing bytes after EOI, too
 
 
-def _array_json(shape: tuple[int, int, int], chunk: tuple[int, int, int], leak: str) -> dict:
+def _array_json(
+    shape: tuple[int, int, int], chunk: tuple[int, int, int], leak: str
+) -> dict[str, object]:
     return {
         "zarr_format": 3,
         "node_type": "array",
@@ -235,3 +262,148 @@ def canary_slide(slides_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def canary_pyramid(canary_slide: CanarySlide, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_leaky_pyramid(canary_slide.path, tmp_path_factory.mktemp("pyr") / "slide.zarr")
+
+
+# ------------------------------------------------------------------ federated nodes on loopback
+
+
+def node_app() -> FastAPI:
+    """One IAIN node (owner and recipient routes) configured from the environment.
+
+    Started by the tests as ``uvicorn --factory tests.share.conftest_federation:node_app``;
+    ``FED_TEST_*`` stand in for what the accounts and storage wiring will provide.
+    """
+    config = FederationConfig.from_env()
+    key = NodeKey.from_env()
+    pyramids = Path(os.environ["FED_TEST_PYRAMIDS"])
+    audit_file = Path(os.environ["FED_TEST_AUDIT"])
+    audit_lock = threading.Lock()
+
+    def audit(access: FederationAccess) -> None:
+        record = dataclasses.asdict(access) | {"at": access.at.isoformat()}
+        with audit_lock, audit_file.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    app = FastAPI()
+    app.state.federation_owner = OwnerState(
+        config=config,
+        shares=JsonShareFile(os.environ["FED_TEST_SHARES"]),
+        pyramid_for=lambda share: pyramids / share.share_id,
+        audit=audit,
+    )
+    app.state.federation_recipient = RecipientState(
+        clients={name: HttpPeerClient(key, peer) for name, peer in config.peers.items()}
+    )
+    groups = tuple(g for g in os.environ.get("FED_TEST_GROUPS", "").split(",") if g)
+    user = os.environ["FED_TEST_USER"]
+    app.dependency_overrides[current_caller] = lambda: Caller(user, groups)
+    app.include_router(owner_router)
+    app.include_router(recipient_router)
+    app.add_exception_handler(FederationError, federation_error_handler)
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    url: str
+    key: NodeKey
+    shares: JsonShareFile
+    audit: Path
+    pyramids: Path
+
+
+def _start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "tests.share.conftest_federation:node_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    with log.open("wb") as handle:
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=handle, stderr=handle)
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"node exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/federation/shares", timeout=1).status_code == 401:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    pytest.fail(f"node at {url} did not start: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+    """Caen (owner) and Lille (recipient): two real uvicorn processes on 127.0.0.1."""
+    base = tmp_path_factory.mktemp("nodes")
+    keys = {name: NodeKey.generate(name) for name in ("caen", "lille")}
+    ports = {name: free_port() for name in keys}
+    nodes: dict[str, Node] = {}
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, key in keys.items():
+            home = base / name
+            (home / "pyramids").mkdir(parents=True)
+            (home / "node.pem").write_bytes(key.private_pem())
+            (home / "node.pem").chmod(0o600)
+            peers = [
+                {
+                    "name": other,
+                    "url": f"http://127.0.0.1:{ports[other]}",
+                    "public_key": k.public_pem(),
+                }
+                for other, k in keys.items()
+                if other != name
+            ]
+            (home / "federation.json").write_text(json.dumps({"node": name, "peers": peers}))
+            env = os.environ | {
+                "PYTHONPATH": str(REPO_ROOT),
+                "SHARE_NODE_NAME": name,
+                "SHARE_NODE_KEY_FILE": str(home / "node.pem"),
+                "SHARE_FEDERATION_FILE": str(home / "federation.json"),
+                "FED_TEST_SHARES": str(home / "shares.json"),
+                "FED_TEST_PYRAMIDS": str(home / "pyramids"),
+                "FED_TEST_AUDIT": str(home / "audit.jsonl"),
+                "FED_TEST_USER": f"dr.{name}",
+                "FED_TEST_GROUPS": "uropath",
+            }
+            processes.append(_start(env, ports[name], home / "uvicorn.log"))
+            nodes[name] = Node(
+                name=name,
+                url=f"http://127.0.0.1:{ports[name]}",
+                key=key,
+                shares=JsonShareFile(home / "shares.json"),
+                audit=home / "audit.jsonl",
+                pyramids=home / "pyramids",
+            )
+        for process, node in zip(processes, nodes.values(), strict=True):
+            _wait_ready(node.url, process, base / node.name / "uvicorn.log")
+        yield nodes
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -33,6 +33,7 @@ from share.signing import (
 )
 
 PATH = "/federation/shares/s1/tiles/0/1_2.jpeg"
+Peers = dict[str, Ed25519PublicKey]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def _token(lille: NodeKey, **kwargs: object) -> str:
     return sign_request(lille, "GET", PATH, **args)  # type: ignore[arg-type]
 
 
-def test_round_trip_carries_subject_and_context(lille: NodeKey, peers: dict) -> None:
+def test_round_trip_carries_subject_and_context(lille: NodeKey, peers: Peers) -> None:
     token = _token(lille, claims={"groups": ["uropath"]})
     claims = verify_request(token, "GET", PATH, "caen", peers, replay_cache=ReplayCache())
     assert (claims["iss"], claims["aud"], claims["sub"]) == ("lille", "caen", "dr.martin")
@@ -66,7 +67,7 @@ def test_round_trip_carries_subject_and_context(lille: NodeKey, peers: dict) -> 
     assert jwt.get_unverified_header(token)["typ"] == TOKEN_TYPE
 
 
-def test_expired(lille: NodeKey, peers: dict) -> None:
+def test_expired(lille: NodeKey, peers: Peers) -> None:
     token = _token(lille, now=time.time() - 120, ttl_s=60)
     with pytest.raises(TokenExpiredError):
         verify_request(token, "GET", PATH, "caen", peers)
@@ -75,30 +76,30 @@ def test_expired(lille: NodeKey, peers: dict) -> None:
         verify_request(fresh, "GET", PATH, "caen", peers, now=time.time() + 60)
 
 
-def test_issued_in_the_future(lille: NodeKey, peers: dict) -> None:
+def test_issued_in_the_future(lille: NodeKey, peers: Peers) -> None:
     with pytest.raises(TokenExpiredError, match="not valid yet"):
         verify_request(_token(lille, now=time.time() + 30), "GET", PATH, "caen", peers)
 
 
-def test_wrong_audience(lille: NodeKey, peers: dict) -> None:
+def test_wrong_audience(lille: NodeKey, peers: Peers) -> None:
     with pytest.raises(WrongAudienceError):
         verify_request(_token(lille, audience="rouen"), "GET", PATH, "caen", peers)
 
 
-def test_unknown_issuer(caen: NodeKey, peers: dict) -> None:
+def test_unknown_issuer(caen: NodeKey, peers: Peers) -> None:
     token = sign_request(NodeKey.generate("mallory"), "GET", PATH, "caen", "x")
     with pytest.raises(UnknownIssuerError):
         verify_request(token, "GET", PATH, "caen", peers)
 
 
-def test_bad_signature_key_substitution(peers: dict) -> None:
+def test_bad_signature_key_substitution(peers: Peers) -> None:
     """A token claiming to be Lille but signed with another key."""
     impostor = NodeKey.generate("lille")
     with pytest.raises(BadSignatureError):
         verify_request(_token(impostor), "GET", PATH, "caen", peers)
 
 
-def test_tampered_payload(lille: NodeKey, peers: dict) -> None:
+def test_tampered_payload(lille: NodeKey, peers: Peers) -> None:
     header, payload, signature = _token(lille).split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
     claims["sub"] = "dr.admin"
@@ -107,9 +108,9 @@ def test_tampered_payload(lille: NodeKey, peers: dict) -> None:
         verify_request(f"{header}.{forged}.{signature}", "GET", PATH, "caen", peers)
 
 
-def test_alg_none_and_hmac_are_refused(lille: NodeKey, peers: dict) -> None:
+def test_alg_none_and_hmac_are_refused(lille: NodeKey, peers: Peers) -> None:
     claims = jwt.decode(_token(lille), options={"verify_signature": False})
-    unsigned = jwt.encode(claims, None, algorithm="none", headers={"typ": TOKEN_TYPE})
+    unsigned = jwt.encode(claims, "", algorithm="none", headers={"typ": TOKEN_TYPE})
     with pytest.raises(MalformedTokenError):
         verify_request(unsigned, "GET", PATH, "caen", peers)
     hmac = jwt.encode(claims, b"k" * 32, algorithm="HS256", headers={"typ": TOKEN_TYPE})
@@ -117,13 +118,13 @@ def test_alg_none_and_hmac_are_refused(lille: NodeKey, peers: dict) -> None:
         verify_request(hmac, "GET", PATH, "caen", peers)
 
 
-def test_garbage(peers: dict) -> None:
+def test_garbage(peers: Peers) -> None:
     for junk in ("", "abc", "a.b.c", "Bearer x"):
         with pytest.raises(MalformedTokenError):
             verify_request(junk, "GET", PATH, "caen", peers)
 
 
-def test_lifetime_longer_than_allowed(lille: NodeKey, peers: dict) -> None:
+def test_lifetime_longer_than_allowed(lille: NodeKey, peers: Peers) -> None:
     with pytest.raises(ValueError, match="ttl_s"):
         _token(lille, ttl_s=3600)
     now = int(time.time())
@@ -136,7 +137,7 @@ def test_lifetime_longer_than_allowed(lille: NodeKey, peers: dict) -> None:
         verify_request(long_lived, "GET", PATH, "caen", peers)
 
 
-def test_other_method_path_or_body(lille: NodeKey, peers: dict) -> None:
+def test_other_method_path_or_body(lille: NodeKey, peers: Peers) -> None:
     token = _token(lille)
     with pytest.raises(RequestMismatchError):
         verify_request(token, "POST", PATH, "caen", peers)
@@ -150,7 +151,7 @@ def test_other_method_path_or_body(lille: NodeKey, peers: dict) -> None:
         verify_request(posted, "POST", "/x", "caen", peers, body=b'{"a": 2}')
 
 
-def test_replay(lille: NodeKey, peers: dict) -> None:
+def test_replay(lille: NodeKey, peers: Peers) -> None:
     cache = ReplayCache()
     token = _token(lille)
     verify_request(token, "GET", PATH, "caen", peers, replay_cache=cache)
