@@ -3,7 +3,8 @@
 The recipient's node calls the owner's node on behalf of one of its users; the owner decides.
 :class:`HttpPeerClient` is the real client: httpx, every request signed for exactly that method,
 path, audience and user (:mod:`share.signing`), bounded timeouts, bounded tile size, no
-redirects. The owner's side of the wire is :mod:`share.federation_router`::
+redirects. :class:`CachingPeerClient` wraps any client with a memory-only tile cache.
+The owner's side of the wire is :mod:`share.federation_router`::
 
     GET /federation/shares                                   -> [SharedSlide]
     GET /federation/shares/{share_id}                        -> SharedPyramidInfo
@@ -14,6 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -35,6 +40,7 @@ from share.signing import NodeKey, sign_request
 __all__ = [
     "FEDERATION_PREFIX",
     "MAX_TILE_BYTES",
+    "CachingPeerClient",
     "Caller",
     "HttpPeerClient",
     "PeerClient",
@@ -244,3 +250,96 @@ def _error_code(response: httpx.Response) -> str:
 
 def _opt_float(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+class CachingPeerClient:
+    """A :class:`PeerClient` that keeps recent tiles in memory only, bounded in bytes and age.
+
+    Entries are keyed by the caller too (one user's grant never serves another), live at most
+    ``ttl_s`` (so access ends within that after the owner revokes), and every entry of a share
+    is purged as soon as the owner answers 404 for it, or on :meth:`purge`.
+    """
+
+    def __init__(
+        self,
+        inner: PeerClient,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 < ttl_s <= 60:
+            raise ValueError(f"ttl_s {ttl_s} not in (0, 60]: access must end within 60 s")
+        self._inner = inner
+        self._max_bytes = max_bytes
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._tiles: OrderedDict[tuple[str, Caller, int, int, int], tuple[float, bytes]] = (
+            OrderedDict()
+        )
+        self._size = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def peer_name(self) -> str:
+        return self._inner.peer_name
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._size
+
+    def list_shared(self, caller: Caller) -> list[SharedSlide]:
+        return self._inner.list_shared(caller)
+
+    def slide_info(self, share_id: str, caller: Caller) -> SharedPyramidInfo:
+        try:
+            return self._inner.slide_info(share_id, caller)
+        except PeerNotFoundError:
+            self.purge(share_id)
+            raise
+
+    def read_tile(self, share_id: str, level: int, col: int, row: int, caller: Caller) -> bytes:
+        key = (share_id, caller, level, col, row)
+        now = self._clock()
+        with self._lock:
+            entry = self._tiles.get(key)
+            if entry is not None and now - entry[0] < self._ttl_s:
+                self._tiles.move_to_end(key)
+                self.hits += 1
+                return entry[1]
+        self.misses += 1
+        try:
+            data = self._inner.read_tile(share_id, level, col, row, caller)
+        except PeerNotFoundError:
+            self.purge(share_id)
+            raise
+        if len(data) <= self._max_bytes:
+            with self._lock:
+                old = self._tiles.pop(key, None)
+                self._size -= len(old[1]) if old else 0
+                self._tiles[key] = (now, data)
+                self._size += len(data)
+                while self._size > self._max_bytes:
+                    _, (_, evicted) = self._tiles.popitem(last=False)
+                    self._size -= len(evicted)
+        return data
+
+    def purge(self, share_id: str) -> int:
+        """Drop every cached tile of ``share_id`` (all callers); returns how many."""
+        with self._lock:
+            keys = [key for key in self._tiles if key[0] == share_id]
+            for key in keys:
+                self._size -= len(self._tiles.pop(key)[1])
+        if keys:
+            logger.info(
+                "purged %d cached tiles of a revoked share from %s", len(keys), self.peer_name
+            )
+        return len(keys)
+
+    def close(self) -> None:
+        with self._lock:
+            self._tiles.clear()
+            self._size = 0
+        self._inner.close()

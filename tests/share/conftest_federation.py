@@ -43,7 +43,7 @@ from share.federation_router import (
     owner_router,
     recipient_router,
 )
-from share.peers import Caller, HttpPeerClient
+from share.peers import CachingPeerClient, Caller, HttpPeerClient
 from share.signing import NodeKey
 from tiling.layout import ASSOCIATED_GROUP, IAIN_ATTR, JPEG_CODEC_NAME, chunk_key
 
@@ -58,6 +58,7 @@ CANARIES = (
 )
 CANARY_FILE_NAME = "CANARY-PATIENT-4711_1970-01-01_BC-CANARY-0042.svs"
 TILE = 256
+RECIPIENT_CACHE_TTL_S = 2.0  # the nodes' tile cache: short, so the revocation test is quick
 
 
 @dataclass(frozen=True)
@@ -291,8 +292,12 @@ def node_app() -> FastAPI:
         pyramid_for=lambda share: pyramids / share.share_id,
         audit=audit,
     )
+    ttl_s = float(os.environ.get("FED_TEST_CACHE_TTL_S", "30"))
     app.state.federation_recipient = RecipientState(
-        clients={name: HttpPeerClient(key, peer) for name, peer in config.peers.items()}
+        clients={
+            name: CachingPeerClient(HttpPeerClient(key, peer), ttl_s=ttl_s)
+            for name, peer in config.peers.items()
+        }
     )
     groups = tuple(g for g in os.environ.get("FED_TEST_GROUPS", "").split(",") if g)
     user = os.environ["FED_TEST_USER"]
@@ -385,6 +390,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, No
                 "FED_TEST_AUDIT": str(home / "audit.jsonl"),
                 "FED_TEST_USER": f"dr.{name}",
                 "FED_TEST_GROUPS": "uropath",
+                "FED_TEST_CACHE_TTL_S": str(RECIPIENT_CACHE_TTL_S),
             }
             processes.append(_start(env, ports[name], home / "uvicorn.log"))
             nodes[name] = Node(

@@ -34,11 +34,12 @@ from share.federation_errors import (
     ShareRecipientError,
     ShareRevokedError,
 )
-from share.peers import Caller, HttpPeerClient
+from share.peers import CachingPeerClient, Caller, HttpPeerClient
 from share.signing import NodeKey, load_public_key, sign_request
 from tests.share.conftest_federation import (
     CANARIES,
     CANARY_FILE_NAME,
+    RECIPIENT_CACHE_TTL_S,
     CanarySlide,
     Node,
     canary_pyramid,
@@ -207,11 +208,11 @@ def test_recipient_reads_a_tile_then_revocation_ends_it(
         assert [item["pseudonym"] for item in listing] == [share.pseudonym]
         info = browser.get(url).json()
         assert (info["width"], info["height"], info["pseudonym"]) == (2220, 2967, share.pseudonym)
+        assert browser.get(f"{url}/tiles/0/99_0.jpeg").status_code == 404
         tile = browser.get(f"{url}/tiles/0/1_2.jpeg")
         assert tile.status_code == 200 and tile.headers["content-type"] == "image/jpeg"
         stored = (caen.pyramids / share.share_id / "0/c/0/2/1").read_bytes()
         assert tile.content == stored  # the derived chunk, byte for byte, through two nodes
-        assert browser.get(f"{url}/tiles/0/99_0.jpeg").status_code == 404
         for response in (listing, info):
             _assert_no_canary(json.dumps(response).encode(), canary_slide)
 
@@ -221,7 +222,7 @@ def test_recipient_reads_a_tile_then_revocation_ends_it(
             assert time.monotonic() - revoked_at < 60, "tile still served 60 s after revocation"
             time.sleep(0.2)
         lag = time.monotonic() - revoked_at
-        assert lag < 60
+        assert lag < RECIPIENT_CACHE_TTL_S + 1  # the recipient's cache is the only delay
         assert browser.get(url).status_code == 404
         assert browser.get(f"{lille.url}/shared/caen").json() == []
     records = [json.loads(line) for line in caen.audit.read_text().splitlines()]
@@ -268,6 +269,41 @@ def test_owner_refuses_other_users_unsigned_and_unknown_nodes(
     replay = httpx.get(f"{caen.url}{path}", headers={"Authorization": f"Bearer {token}"})
     assert (first.status_code, replay.status_code) == (200, 401)
     assert replay.json()["code"] == "token_replayed"
+
+
+def test_recipient_cache_is_bounded_per_caller_and_purged(
+    two_nodes: dict[str, Node], canary_pyramid: Path
+) -> None:
+    caen, lille = two_nodes["caen"], two_nodes["lille"]
+    share = _live_share("share-cache")
+    _publish(caen, canary_pyramid, share)
+    peer = Peer("caen", caen.url, load_public_key(caen.key.public_pem()))
+    clock = [1000.0]
+    cache = CachingPeerClient(
+        HttpPeerClient(lille.key, peer), max_bytes=40_000, ttl_s=30, clock=lambda: clock[0]
+    )
+    me, other = Caller("dr.lille"), Caller("dr.other")
+    try:
+        first = cache.read_tile(share.share_id, 0, 1, 1, me)
+        audited = len(caen.audit.read_text().splitlines())
+        assert cache.read_tile(share.share_id, 0, 1, 1, me) == first
+        assert (cache.hits, cache.misses) == (1, 1)
+        assert len(caen.audit.read_text().splitlines()) == audited  # served from memory
+        with pytest.raises(PeerNotFoundError):  # another user never gets my cached tile
+            cache.read_tile(share.share_id, 0, 1, 1, other)
+        for col in range(8):
+            cache.read_tile(share.share_id, 0, col, 0, me)
+        assert 0 < cache.cached_bytes <= 40_000
+        caen.shares.save([share.revoke(datetime.now(UTC))])
+        cache.read_tile(share.share_id, 0, 7, 0, me)  # within ttl: the bounded lag
+        clock[0] += 30
+        with pytest.raises(PeerNotFoundError):
+            cache.read_tile(share.share_id, 0, 7, 0, me)
+        assert cache.cached_bytes == 0  # the owner's 404 purged the whole share
+    finally:
+        cache.close()
+    with pytest.raises(ValueError, match="60"):
+        CachingPeerClient(cache, ttl_s=120)
 
 
 def test_unreachable_peer_is_a_clear_error() -> None:
