@@ -170,11 +170,14 @@ def _array_json(
     }
 
 
-def write_leaky_pyramid(slide_path: Path, out: Path) -> Path:
-    """A pyramid in the tiling/layout.py shape, carrying every identifier a converter could."""
+def write_leaky_pyramid(slide_path: Path, out: Path, *, max_side: int = 4096) -> Path:
+    """A pyramid in the tiling/layout.py shape, carrying every identifier a converter could.
+
+    Pixels are the top-left ``max_side`` square of level 0 at most (keeps real slides quick).
+    """
     slide = openslide.OpenSlide(slide_path)
     try:
-        width, height = slide.dimensions
+        width, height = (min(side, max_side) for side in slide.dimensions)
         rgba = slide.read_region((0, 0), 0, (width, height))
         image = rgba.convert("RGB")
         props = dict(slide.properties)

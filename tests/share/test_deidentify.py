@@ -197,12 +197,54 @@ def test_bad_inputs_give_specific_errors(canary_pyramid: Path, tmp_path: Path) -
     assert not (tmp_path / "z").exists()
 
 
-def test_real_small_svs_thumbnail_never_leaves(slides_dir: Path, tmp_path: Path) -> None:
-    """A real sample slide smaller than one tile: vendor data and thumbnail stay home."""
-    pyramid = write_leaky_pyramid(slides_dir / "small.svs", tmp_path / "small.zarr")
-    out = derive_shared_pyramid(pyramid, tmp_path / "shared.zarr", pseudonym="SMALL")
+REAL_SLIDES_WITH_ASSOCIATED = [
+    "CMU-1-Small-Region.svs",  # label, macro, thumbnail
+    "test3-DAPI-2-(387).ndpi",  # macro
+    "small.svs",  # thumbnail; smaller than one tile
+    "boxes-dicom/boxes_0.dcm",  # DICOM, thumbnail
+]
+
+
+@pytest.mark.parametrize("name", REAL_SLIDES_WITH_ASSOCIATED)
+def test_real_slides_vendor_data_and_associated_images_stay_home(
+    slides_dir: Path, tmp_path: Path, name: str
+) -> None:
+    """Every real sample slide with associated images: none of its identifying bytes leave."""
+    source = slides_dir / name
+    pyramid = write_leaky_pyramid(source, tmp_path / "src.zarr", max_side=1024)
+    out = derive_shared_pyramid(pyramid, tmp_path / "shared.zarr", pseudonym="REAL-1")
     blob = b"".join(path.read_bytes() for path in _all_files(out))
-    assert b"small.svs" not in blob and b"aperio" not in blob
-    thumb = (pyramid / "associated" / "thumbnail" / "raw.rgb").read_bytes()
-    assert thumb not in blob
-    assert read_shared_pyramid_info(out).level_count == 1
+    slide = openslide.OpenSlide(source)
+    try:
+        values = {v for k, v in slide.properties.items() if not k.startswith("openslide.level")}
+    finally:
+        slide.close()
+    texts = {v for v in values if len(v) >= 5 and not _is_number(v)} | {source.name, source.stem}
+    source_blob = b"".join(path.read_bytes() for path in _all_files(pyramid))
+    assert texts and all(_found(source_blob, text) for text in texts), "guard: source leaks"
+    for text in texts:
+        assert not _found(blob, text), f"{text!r} leaked"
+    images = list((pyramid / "associated").glob("*/raw.rgb"))
+    assert images, "guard: the slide has associated images"
+    for image in images:
+        raw = image.read_bytes()
+        for start in range(0, max(1, len(raw) - 256), max(1, len(raw) // 16)):
+            assert raw[start : start + 256] not in blob
+    assert read_shared_pyramid_info(out).pseudonym == "REAL-1"
+
+
+def _forms(text: str) -> set[bytes]:
+    """The text as plain bytes and as it appears inside JSON (\\r\\n escaped, etc.)."""
+    return {text.encode(), json.dumps(text)[1:-1].encode()}
+
+
+def _found(blob: bytes, text: str) -> set[bytes]:
+    return {form for form in _forms(text) if form in blob}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
