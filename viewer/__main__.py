@@ -13,9 +13,7 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from viewer.config import ServerSettings
 from viewer.errors import ViewerError
@@ -42,17 +40,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _converter() -> Callable[[Path, Path], Any]:
-    """``tiling.convert.convert_slide(source, destination)`` (the tiling package's converter)."""
-    module = importlib.import_module("tiling.convert")
-    convert: Callable[[Path, Path], Any] = module.convert_slide
-    return convert
+def _convert(source: Path, target: Path) -> None:
+    """Open ``source`` with :func:`wsi.open_slide` and build its pyramid at ``target``."""
+    wsi = importlib.import_module("wsi")
+    convert = importlib.import_module("tiling.convert")
+    reader = wsi.open_slide(source)
+    try:
+        convert.build_pyramid(reader, target)
+    finally:
+        reader.close()
 
 
 def convert_all(slides: Path, data: Path) -> tuple[list[str], list[str]]:
     """Convert every readable slide of ``slides`` into ``data``; (converted, failed) names."""
-    wsi = importlib.import_module("wsi")
-    convert = _converter()
     data.mkdir(parents=True, exist_ok=True)
     converted: list[str] = []
     failed: list[str] = []
@@ -63,14 +63,13 @@ def convert_all(slides: Path, data: Path) -> tuple[list[str], list[str]]:
         if target.exists():
             continue
         try:
-            wsi.open_slide(source).close()
-            convert(source, target)
+            _convert(source, target)
         except Exception as exc:  # report and go on: one bad slide must not stop the demo
             code = getattr(exc, "code", type(exc).__name__)
             print(f"skipped {source.name}: {code}: {str(exc)[:200]}", file=sys.stderr)
             failed.append(source.name)
             continue
-        print(f"converted {source.name}")
+        print(f"converted {source.name}", flush=True)
         converted.append(source.name)
     return converted, failed
 
