@@ -78,7 +78,7 @@ def ycbcr_to_rgb(ycc: np.ndarray) -> RGBArray:
     """JFIF (full-range BT.601) YCbCr to RGB with libjpeg's tables (so results match libjpeg)."""
     y = ycc[..., 0].astype(np.int16)
     cb, cr = ycc[..., 1], ycc[..., 2]
-    out = np.empty(ycc.shape[:-1] + (3,), np.uint8)
+    out = np.empty((*ycc.shape[:-1], 3), np.uint8)
     np.clip(y + _CR_R[cr], 0, 255, out=out[..., 0], casting="unsafe")
     np.clip(y + _GREEN[cb, cr], 0, 255, out=out[..., 1], casting="unsafe")
     np.clip(y + _CB_B[cb], 0, 255, out=out[..., 2], casting="unsafe")
