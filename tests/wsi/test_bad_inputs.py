@@ -1,0 +1,172 @@
+"""Every bad input is refused with the right error class, and ``iain info`` says so in one line.
+
+The files come from ``slides/bad`` (see its MANIFEST) and from crafted TIFFs (conftest.py).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import wsi
+from wsi import (
+    CorruptSlideError,
+    SlideError,
+    SlideNotFoundError,
+    SlideTooLargeError,
+    UnreadableRegionError,
+    UnsupportedFormatError,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+# file in slides/bad -> (error class from open_slide, or None when it opens and reading fails;
+#                        words the message must contain)
+OPEN_FAILS: dict[str, tuple[type[SlideError], str]] = {
+    "CMU-1-Small-Region.truncated40.svs": (CorruptSlideError, "past the end of the file"),
+    "tiff-header-garbage.tif": (CorruptSlideError, "tags"),
+    "empty.svs": (UnsupportedFormatError, "empty file"),
+    "png-renamed.svs": (UnsupportedFormatError, "PNG"),
+    "huge-2pow31.tif": (SlideTooLargeError, "2147483648 x 2147483648"),
+    "text-file.ndpi": (UnsupportedFormatError, "not a slide format"),
+    "unopenable.tiff": (UnsupportedFormatError, "compression 52479"),
+    "broken.svs": (UnsupportedFormatError, "not a slide format"),
+}
+READ_FAILS = {
+    "unreadable.svs": "Bogus marker length",
+    "dicom-missing-frame": "too few frames",
+}
+
+
+def test_manifest_is_covered(bad_slides_dir: Path) -> None:
+    present = {p.name for p in bad_slides_dir.iterdir() if p.name != "MANIFEST.md"}
+    assert present == set(OPEN_FAILS) | set(READ_FAILS)
+
+
+@pytest.mark.parametrize("name", sorted(OPEN_FAILS))
+def test_bad_file_refused_at_open(bad_slides_dir: Path, name: str) -> None:
+    error, words = OPEN_FAILS[name]
+    with pytest.raises(error) as caught:
+        wsi.open_slide(bad_slides_dir / name)
+    assert type(caught.value) is error
+    assert str(caught.value).startswith(f"{name}: ") and words in str(caught.value)
+    for entry in wsi.BACKENDS:  # no default backend claims it either
+        assert not (entry.default and entry.can_open(bad_slides_dir / name))
+
+
+@pytest.mark.parametrize("name", sorted(READ_FAILS))
+def test_bad_pixels_refused_at_read_and_handle_dropped(bad_slides_dir: Path, name: str) -> None:
+    with wsi.open_slide(bad_slides_dir / name) as reader:
+        with pytest.raises(UnreadableRegionError, match=READ_FAILS[name]):
+            reader.read_region((0, 0), 0, reader.tile_size)
+        # OpenSlide's handle is unusable after an error: every later read says so, even elsewhere
+        with pytest.raises(UnreadableRegionError, match="unusable"):
+            reader.read_region((0, 0), len(reader.level_dimensions) - 1, (1, 1))
+
+
+def test_missing_dicom_frame_refused_in_stored_tiles(bad_slides_dir: Path) -> None:
+    with wsi.open_slide(bad_slides_dir / "dicom-missing-frame") as reader:
+        assert reader.stored_tiling(1) is not None
+        reader.read_stored_tile(1, 0, 0)  # the intact levels still copy
+        with pytest.raises(UnreadableRegionError, match="29 JPEG fragments for 30 frames"):
+            reader.read_stored_tile(0, 0, 0)
+
+
+def test_tifffile_backend_refuses_corrupt_tile(bad_slides_dir: Path) -> None:
+    with (
+        wsi.open_slide(bad_slides_dir / "unreadable.svs", backend="tifffile") as reader,
+        pytest.raises(UnreadableRegionError, match=r"unreadable\.svs"),
+    ):
+        reader.read_region((0, 0), 0, (16, 16))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SlideNotFoundError) as caught:
+        wsi.open_slide(tmp_path / "nope.svs")
+    assert isinstance(caught.value, FileNotFoundError) and caught.value.code == "slide_not_found"
+
+
+def test_directory_without_slides(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(UnsupportedFormatError, match="no DICOM or MIRAX"):
+        wsi.open_slide(tmp_path)
+
+
+def test_crafted_huge(huge_tiff: Path) -> None:
+    with pytest.raises(SlideTooLargeError, match="1000000 x 1000000"):
+        wsi.open_slide(huge_tiff)
+
+
+def test_crafted_ifd_loop(loop_tiff: Path) -> None:
+    with pytest.raises(CorruptSlideError, match="loops back"):
+        wsi.open_slide(loop_tiff)
+
+
+def test_crafted_offsets_past_end(offsets_past_end_tiff: Path) -> None:
+    with pytest.raises(CorruptSlideError, match=r"tile 2 .* past the end"):
+        wsi.open_slide(offsets_past_end_tiff)
+
+
+@pytest.mark.parametrize("backend", ["openslide", "tifffile"])
+def test_crafted_corrupt_middle_tile(corrupt_middle_jpeg_tiff: Path, backend: str) -> None:
+    with wsi.open_slide(corrupt_middle_jpeg_tiff, backend=backend) as reader:
+        assert reader.read_region((0, 0), 0, (64, 64)).shape == (64, 64, 3)  # tile 0 decodes
+        with pytest.raises(UnreadableRegionError, match=r"corrupt-middle\.tif"):
+            reader.read_region((64, 64), 0, (64, 64))
+
+
+def test_unknown_backend(slides_dir: Path) -> None:
+    with pytest.raises(UnsupportedFormatError, match="unknown backend"):
+        wsi.open_slide(slides_dir / "small.svs", backend="vips")
+
+
+def test_backend_that_does_not_claim(slides_dir: Path) -> None:
+    with pytest.raises(UnsupportedFormatError, match="by backend 'tifffile'"):
+        wsi.open_slide(slides_dir / "test3-DAPI-2-(387).ndpi", backend="tifffile")
+
+
+def _iain_info(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "viewer.cli", "info", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=False,
+    )
+
+
+def _timed_info(path: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
+    started = time.monotonic()
+    done = _iain_info(path)
+    return time.monotonic() - started, done
+
+
+def _bad_paths(bad_slides_dir: Path) -> list[Path]:
+    return sorted(p for p in bad_slides_dir.iterdir() if p.name != "MANIFEST.md")
+
+
+def test_iain_info_refuses_every_bad_input(
+    bad_slides_dir: Path,
+    huge_tiff: Path,
+    loop_tiff: Path,
+    offsets_past_end_tiff: Path,
+    corrupt_middle_jpeg_tiff: Path,
+) -> None:
+    crafted = [huge_tiff, loop_tiff, offsets_past_end_tiff, corrupt_middle_jpeg_tiff]
+    paths = _bad_paths(bad_slides_dir) + crafted
+    with ThreadPoolExecutor(2) as pool:  # one subprocess per core; each has its own 5 s limit
+        results = list(pool.map(_timed_info, paths))
+    for path, (elapsed, done) in zip(paths, results, strict=True):
+        assert elapsed < 5, path
+        assert done.returncode == 2, (path, done.stdout, done.stderr)
+        assert done.stdout == ""
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1, (path, done.stderr)
+        assert lines[0].startswith(f"iain info: {path}: ") and len(lines[0]) > len(str(path)) + 14
+        assert "Traceback" not in done.stderr
