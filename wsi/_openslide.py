@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # Vendors whose mpp OpenSlide takes from a vendor property rather than TIFF resolution tags.
 _VENDOR_MPP = {"aperio", "hamamatsu", "dicom", "leica", "mirax", "philips", "ventana", "sakura"}
+# OpenSlide reads OME-TIFF as a one-level generic TIFF (its SubIFD pyramid and OME mpp lost).
+_LEAVE_TO_TIFFFILE = {"ome", "qptiff"}
 _TIFF_STORED = {"aperio", "generic-tiff", "philips", "ventana"}
 
 
@@ -44,7 +46,7 @@ class OpenSlideReader(BaseReader):
             found = sniff(path)
         except SlideError:
             return False
-        if found.kind not in ("tiff", "dicom", "mirax"):
+        if found.kind not in ("tiff", "dicom", "mirax") or found.vendor in _LEAVE_TO_TIFFFILE:
             return False
         try:
             return openslide.OpenSlide.detect_format(str(found.file)) is not None

@@ -197,16 +197,19 @@ class _TiffWalker:
         return os.pread(self.fd, size, offset)
 
     def walk(self) -> tuple[IfdInfo, ...]:
+        """Main chain first, then SubIFD chains; a chain revisiting itself is a loop.
+
+        SubIFDs may be listed in the tag *and* chained to each other (tifffile, libtiff do
+        both), so reaching a directory another chain already visited just ends this chain.
+        """
         seen: set[int] = set()
         pending = [self.first]
         found: list[IfdInfo] = []
         while pending:
             offset = pending.pop(0)
-            while offset:
-                if offset in seen:
-                    raise CorruptSlideError(
-                        f"{self.path.name}: TIFF directory chain loops back to offset {offset}"
-                    )
+            chain: set[int] = set()
+            while offset and offset not in seen:
+                chain.add(offset)
                 seen.add(offset)
                 if len(seen) > MAX_IFDS:
                     raise CorruptSlideError(
@@ -215,6 +218,10 @@ class _TiffWalker:
                 info, offset, subifds = self._ifd(offset, first=not found)
                 found.append(info)
                 pending.extend(subifds)
+            if offset and offset in chain:
+                raise CorruptSlideError(
+                    f"{self.path.name}: TIFF directory chain loops back to offset {offset}"
+                )
         return tuple(found)
 
     def _ifd(self, offset: int, *, first: bool) -> tuple[IfdInfo, int, list[int]]:

@@ -84,7 +84,11 @@ class TiffStoredTiles:
         try:
             with tifffile.TiffFile(path) as tif:
                 by_size: dict[tuple[int, int], _LevelTiles] = {}
-                for page in tif.pages:
+                # main-chain pages, then pyramid levels kept in SubIFDs (OME-TIFF)
+                pages = list(tif.pages) + [
+                    page for series in tif.series for lvl in series.levels for page in lvl.pages
+                ]
+                for page in pages:
                     if not isinstance(page, tifffile.TiffPage):
                         continue
                     tiles = self._describe(page)

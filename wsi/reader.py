@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -127,6 +128,17 @@ class SlideReader(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> SlideReader:
+        """``with open_slide(path) as reader:`` closes the reader on exit."""
+        ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
