@@ -29,6 +29,7 @@ __all__ = ["IfdInfo", "SniffResult", "sniff", "sniff_tiff"]
 
 MAX_IFDS = 1024  # directories in the main chain plus SubIFDs
 MAX_TAGS = 4096  # tags in one directory (tifffile calls more than this "suspicious")
+MAX_TILES = 1 << 24  # tiles in one level: 16.7 M x 8 B offsets is the most we read at open
 MAX_DIR_ENTRIES = 10_000  # files looked at when a directory is given
 DICOM_WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
@@ -104,16 +105,37 @@ def _pick_from_directory(path: Path) -> Path:
     raise UnsupportedFormatError(f"{path.name}: directory holds no DICOM or MIRAX slide files")
 
 
+# (resolved path, size, mtime_ns) -> result: open_slide, can_open and the constructor all sniff.
+_cache: dict[tuple[str, int, int], SniffResult] = {}
+_CACHE_SIZE = 64
+
+
 def sniff(path: str | os.PathLike[str]) -> SniffResult:
     """Identify a slide from its bytes; raise a :class:`SlideError` subclass when we cannot.
 
     TIFF files are also structurally checked (sizes, offsets, loops) before any library sees them.
+    Successful results are cached per (file, size, mtime), so repeated calls cost one ``stat``.
     """
     p = Path(path)
     if not p.exists():
         raise SlideNotFoundError(f"{p.name}: no such file or directory")
     if p.is_dir():
         p = _pick_from_directory(p)
+    try:
+        st = p.stat()
+    except OSError as exc:
+        raise UnsupportedFormatError(f"{p.name}: cannot read ({exc.strerror})") from exc
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    found = _cache.get(key)
+    if found is None:
+        found = _sniff_file(p)
+        if len(_cache) >= _CACHE_SIZE:
+            _cache.pop(next(iter(_cache)))
+        _cache[key] = found
+    return found
+
+
+def _sniff_file(p: Path) -> SniffResult:
     try:
         head = _head(p, 132)
     except OSError as exc:
@@ -296,6 +318,11 @@ class _TiffWalker:
                     f"{self.path.name}: invalid tile size {tile_w} x {tile_h} at offset {offset}"
                 )
             expected = math.ceil(width / tile_w) * math.ceil(height / tile_h)
+            if expected > MAX_TILES:
+                raise SlideTooLargeError(
+                    f"{self.path.name}: {expected} tiles of {tile_w} x {tile_h} px in one level "
+                    f"(limit {MAX_TILES})"
+                )
             self._check_offsets(
                 values(_TAG_TILE_OFFSETS), values(_TAG_TILE_BYTES), expected, "tile"
             )

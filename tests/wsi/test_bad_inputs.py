@@ -11,7 +11,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 
 import wsi
 from wsi import (
@@ -170,3 +172,24 @@ def test_iain_info_refuses_every_bad_input(
         assert len(lines) == 1, (path, done.stderr)
         assert lines[0].startswith(f"iain info: {path}: ") and len(lines[0]) > len(str(path)) + 14
         assert "Traceback" not in done.stderr
+
+
+def test_crafted_tile_count_cap(tmp_path: Path) -> None:
+    """Within the pixel limit (2^36 px) but 2^28 tiny tiles: refused before reading offsets."""
+    path = tmp_path / "many-tiles.tif"
+    tifffile.imwrite(path, np.zeros((16, 16, 3), np.uint8), tile=(16, 16), photometric="rgb")
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        tif.pages.first.tags["ImageWidth"].overwrite(1 << 20)
+        tif.pages.first.tags["ImageLength"].overwrite(1 << 16)
+    with pytest.raises(SlideTooLargeError, match="268435456 tiles"):
+        wsi.open_slide(path)
+
+
+def test_sniff_is_cached_but_sees_rewrites(tmp_path: Path) -> None:
+    path = tmp_path / "changing.tif"
+    tifffile.imwrite(path, np.zeros((64, 64, 3), np.uint8), tile=(64, 64), photometric="rgb")
+    with wsi.open_slide(path) as reader:
+        assert reader.level_dimensions == ((64, 64),)
+    path.write_bytes(b"not a tiff any more")
+    with pytest.raises(UnsupportedFormatError):
+        wsi.open_slide(path)
