@@ -193,3 +193,9 @@ def test_sniff_is_cached_but_sees_rewrites(tmp_path: Path) -> None:
     path.write_bytes(b"not a tiff any more")
     with pytest.raises(UnsupportedFormatError):
         wsi.open_slide(path)
+
+
+def test_open_time_limit(slides_dir: Path) -> None:
+    with pytest.raises(wsi.ParseTimeoutError, match="longer than 1e-06 s") as caught:
+        wsi.open_slide(slides_dir / "CMU-1-Small-Region.svs", timeout_s=1e-6)
+    assert caught.value.code == "parse_timeout"
