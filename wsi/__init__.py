@@ -155,7 +155,7 @@ def open_slide(
                 except SlideError:
                     reader.close()
                     raise
-            logger.info("opened %s with %s (%s)", p.name, entry.name, reader.vendor)
+            logger.info("opened a %s slide with %s", reader.vendor, entry.name)  # no names: PHI
             return reader
     what = {"png": "a PNG image", "jpeg": "a JPEG image"}.get(found.kind, f"{found.vendor} file")
     via = f" by backend {backend!r}" if backend else ""

@@ -41,7 +41,7 @@ def plausible_mpp(
             f"ignored implausible mpp {x:.4g} x {y:.4g} µm/px from {source.value} "
             f"(outside {low}..{high})"
         )
-        logger.warning("%s: %s", name, reason)
+        logger.warning("slide mpp %s", reason)  # the file name may be identifying: not logged
         return Mpp.missing(), reason
     return Mpp(x, y, source), None
 

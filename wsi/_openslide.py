@@ -82,7 +82,7 @@ class OpenSlideReader(BaseReader):
         index = self._stored_index()
         fix = isinstance(index, DicomStoredTiles) and index.ycbcr_labelled_rgb()
         if fix:
-            logger.info("%s: JFIF frames labelled RGB; converting YCbCr", self.path.name)
+            logger.info("DICOM JFIF frames labelled RGB; converting YCbCr")
         return fix
 
     # -- metadata ----------------------------------------------------------------------------
@@ -135,7 +135,7 @@ class OpenSlideReader(BaseReader):
     # -- pixels ------------------------------------------------------------------------------
     def _fail(self, exc: Exception, what: str) -> UnreadableRegionError:
         self._broken = str(exc)
-        logger.warning("%s: OpenSlide failed reading %s; handle dropped", self.path.name, what)
+        logger.warning("OpenSlide failed reading %s; handle dropped", what)
         return UnreadableRegionError(f"{self.path.name}: cannot decode {what} ({exc})")
 
     def _read(self, x: int, y: int, level: int, w: int, h: int) -> RGBArray:

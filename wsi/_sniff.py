@@ -96,9 +96,12 @@ def _pick_from_directory(path: Path) -> Path:
         raise UnsupportedFormatError(
             f"{path.name}: cannot list directory ({exc.strerror})"
         ) from exc
-    for entry in entries:
-        if entry.is_file() and _is_dicom(entry):
+    dicom = [entry for entry in entries if entry.is_file() and _is_dicom(entry)]
+    for entry in dicom:  # prefer a whole-slide instance over e.g. a stray SR or KO object
+        if DICOM_WSI_SOP_CLASS.encode() in _head(entry, 4096):
             return entry
+    if dicom:
+        return dicom[0]
     for entry in entries:
         if entry.is_file() and _head(entry, 9) == b"[GENERAL]":
             return entry
