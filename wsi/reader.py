@@ -2,6 +2,10 @@
 
 Coordinates: ``location`` is (x, y) in level-0 pixels, ``size`` is (width, height) in pixels of
 the requested level; returned arrays are (height, width, 3) uint8 RGB. Level 0 is full resolution.
+
+At a level > 0 pass a ``location`` that is a multiple of the level's downsample (``col * tile *
+downsample``): OpenSlide resamples bilinearly by the fractional remainder of ``location /
+downsample``, the other backends floor it to the level's pixel grid, so only aligned reads agree.
 """
 
 from __future__ import annotations

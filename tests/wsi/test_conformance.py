@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import pydicom
 import pytest
 import tifffile
 import zarr
 from PIL import Image
+from pydicom.encaps import generate_frames
 
 import wsi
 from wsi import InvalidRegionError, MppSource, SlideReader
@@ -309,6 +311,20 @@ class TestCmu1DicomOpenSlide(SlideReaderConformance):
     mpp = 0.499
     mpp_source = MppSource.VENDOR
     stored_levels = tuple(range(12))
+
+    def reference_region(
+        self, slides_dir: Path, location: tuple[int, int], size: tuple[int, int]
+    ) -> np.ndarray | None:
+        """Level 0 assembled from pydicom's frames, each decoded by PIL (no OpenSlide)."""
+        ds = pydicom.dcmread(slides_dir / self.slide / "level-0-frames-0-30.dcm")
+        cols = -(-int(ds.TotalPixelMatrixColumns) // int(ds.Columns))
+        canvas = np.full((6 * 500, cols * 500, 3), 255, np.uint8)
+        frames = generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames))
+        for index, frame in enumerate(frames):
+            row, col = divmod(index, cols)
+            canvas[row * 500 : (row + 1) * 500, col * 500 : (col + 1) * 500] = decode_jpeg(frame)
+        (x, y), (w, h) = location, size
+        return canvas[y : y + h, x : x + w]
 
     def test_colours_match_the_svs_it_was_made_from(
         self, slides_dir: Path, reader: SlideReader
