@@ -263,7 +263,7 @@ class _TiffWalker:
         tags: dict[int, tuple[int, int, bytes, int]] = {}
         for i in range(count):
             tag, typ, n, raw = struct.unpack_from(entry_fmt, block, i * entry_size)
-            tags[tag] = (typ, n, raw, offset + count_size + i * entry_size)
+            tags.setdefault(tag, (typ, n, raw, offset + count_size + i * entry_size))  # first wins
         nxt = struct.unpack_from(o + ("Q" if self.big else "I"), block, count * entry_size)[0]
 
         def values(tag: int) -> np.ndarray | None:

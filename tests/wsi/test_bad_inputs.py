@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import tifffile
 
@@ -199,3 +200,34 @@ def test_open_time_limit(slides_dir: Path) -> None:
     with pytest.raises(wsi.ParseTimeoutError, match="longer than 1e-06 s") as caught:
         wsi.open_slide(slides_dir / "CMU-1-Small-Region.svs", timeout_s=1e-6)
     assert caught.value.code == "parse_timeout"
+
+
+def test_dicom_declaring_huge_matrix(slides_dir: Path, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(slides_dir / "boxes-dicom" / "boxes_0.dcm")
+    ds.TotalPixelMatrixColumns = 10_000_000
+    ds.save_as(tmp_path / "huge.dcm")
+    with pytest.raises(SlideTooLargeError, match="10000000 x 16"):
+        wsi.open_slide(tmp_path / "huge.dcm")
+
+
+def test_dicom_that_is_not_a_slide(slides_dir: Path, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(slides_dir / "boxes-dicom" / "boxes_0.dcm")
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.save_as(tmp_path / "ct.dcm")
+    with pytest.raises(UnsupportedFormatError, match="not a whole-slide image"):
+        wsi.open_slide(tmp_path / "ct.dcm")
+
+
+def test_tiff_tag_pointing_past_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "desc-past-end.tif"
+    tifffile.imwrite(
+        path, np.zeros((64, 64, 3), np.uint8), tile=(64, 64), description="x" * 100, metadata=None
+    )
+    with tifffile.TiffFile(path) as tif:
+        entry = tif.pages.first.tags["ImageDescription"].offset
+    with path.open("r+b") as fh:
+        fh.seek(entry + 8)  # classic TIFF entry: tag, type, count, then the value offset
+        fh.write((10**8).to_bytes(4, "little"))
+    with pytest.raises(CorruptSlideError, match=r"TIFF tag 270 .* past the end"):
+        wsi.open_slide(path)
