@@ -9,7 +9,7 @@ from types import TracebackType
 
 import numpy as np
 
-from .errors import InvalidRegionError, UnreadableRegionError
+from .errors import InvalidRegionError, SlideTooLargeError, UnreadableRegionError
 from .reader import Mpp, MppSource, RGBArray, StoredTiling
 
 __all__ = [
@@ -160,6 +160,13 @@ class BaseReader:
     def _check_level(self, level: int) -> None:
         if not 0 <= level < self.level_count:
             raise InvalidRegionError(f"level {level} not in 0..{self.level_count - 1}")
+
+    def _check_associated_size(self, name: str, width: int, height: int) -> None:
+        """Associated images are decoded whole: refuse absurd declared sizes first."""
+        if width * height > MAX_REGION_PIXELS:
+            raise SlideTooLargeError(
+                f"{self.path.name}: associated image {name!r} declares {width} x {height} px"
+            )
 
     def _check_usable(self) -> None:
         if self._broken is not None:

@@ -158,6 +158,10 @@ class OpenSlideReader(BaseReader):
         self._check_usable()
         if name not in self.associated_images:
             raise InvalidRegionError(f"{self.path.name}: no associated image {name!r}")
+        prefix = f"openslide.associated.{name}."
+        width = int(self._props.get(prefix + "width", "0") or 0)
+        height = int(self._props.get(prefix + "height", "0") or 0)
+        self._check_associated_size(name, width, height)
         try:
             image = self._slide.associated_images[name]
         except openslide.OpenSlideError as exc:
