@@ -102,8 +102,13 @@ def _pick_from_directory(path: Path) -> Path:
             return entry
     if dicom:
         return dicom[0]
+    # MIRAX: an index file (INI text, "[GENERAL]") beside a data folder of the same stem. Given
+    # the folder, its index is the sibling OpenSlide expects; given their parent, the pair.
+    sibling = path.parent / f"{path.name}.mrxs"
+    if sibling.is_file() and _head(sibling, 9) == b"[GENERAL]":
+        return sibling
     for entry in entries:
-        if entry.is_file() and _head(entry, 9) == b"[GENERAL]":
+        if entry.is_file() and _head(entry, 9) == b"[GENERAL]" and (path / entry.stem).is_dir():
             return entry
     raise UnsupportedFormatError(f"{path.name}: directory holds no DICOM or MIRAX slide files")
 

@@ -24,6 +24,7 @@ from wsi import (
     UnreadableRegionError,
     UnsupportedFormatError,
 )
+from wsi._sniff import sniff
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -228,3 +229,15 @@ def test_tiff_tag_pointing_past_the_end(tmp_path: Path) -> None:
         fh.write((10**8).to_bytes(4, "little"))
     with pytest.raises(CorruptSlideError, match=r"TIFF tag 270 .* past the end"):
         wsi.open_slide(path)
+
+
+def test_mirax_folder_resolves_to_its_index(tmp_path: Path) -> None:
+    """No real MIRAX sample exists here; the pairing rule is still checked on crafted files."""
+    (tmp_path / "slide").mkdir()
+    (tmp_path / "slide" / "Slidedat.ini").write_text("[GENERAL]\nSLIDE_VERSION = 01.02\n")
+    (tmp_path / "slide.mrxs").write_text("[GENERAL]\nSLIDE_ID = x\n")
+    assert sniff(tmp_path / "slide").file == tmp_path / "slide.mrxs"
+    assert sniff(tmp_path).file == tmp_path / "slide.mrxs"
+    # OpenSlide takes the pair as MIRAX, then finds the stub's Slidedat.ini incomplete
+    with pytest.raises(CorruptSlideError, match="SLIDE_ID"):
+        wsi.open_slide(tmp_path / "slide")
