@@ -196,6 +196,7 @@ class _Builder:
         copy_level0: bool,
         quality: int,
         subsampling: str,
+        optimize: bool,
         workers: int,
         progress: ProgressCallback | None,
     ) -> None:
@@ -205,6 +206,7 @@ class _Builder:
         self.copy = copy_level0
         self.quality = quality
         self.subsampling = subsampling
+        self.optimize = optimize
         self.workers = workers
         self.progress = progress
         self.levels = spec.level_count
@@ -252,7 +254,7 @@ class _Builder:
             region = self.reader.read_region((col * tw, row * th), 0, (valid_w, valid_h))
             pixels = np.full((th, tw, 3), FILL_VALUE, dtype=np.uint8)
             pixels[:valid_h, :valid_w] = region[:valid_h, :valid_w, :3]
-            data = encode_jpeg(pixels, self.quality, self.subsampling)
+            data = encode_jpeg(pixels, self.quality, self.subsampling, self.optimize)
             self.sink.write(key, data)
         if self.levels == 1:
             return 0, col, row, None
@@ -288,7 +290,7 @@ class _Builder:
         if self.sink.exists(key):
             self._count_skip()
         else:
-            self.sink.write(key, encode_jpeg(pixels, self.quality, self.subsampling))
+            self.sink.write(key, encode_jpeg(pixels, self.quality, self.subsampling, self.optimize))
         if level + 1 >= self.levels:
             return level, col, row, None
         valid_w, valid_h = self._valid(level, col, row)
@@ -513,6 +515,7 @@ def build_pyramid(
         copy_level0=copy,
         quality=config.quality,
         subsampling=config.subsampling,
+        optimize=config.optimize_huffman,
         workers=config.worker_count,
         progress=progress,
     )
