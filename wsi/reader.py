@@ -112,9 +112,7 @@ class SlideReader(Protocol):
         """Vendor properties, as the backend reports them."""
         ...
 
-    def read_region(
-        self, location: tuple[int, int], level: int, size: tuple[int, int]
-    ) -> RGBArray:
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> RGBArray:
         """Pixels of ``level`` starting at level-0 ``location``; out-of-slide areas are white."""
         ...
 
@@ -147,3 +145,4 @@ class SlideInfo:
     associated_images: tuple[str, ...]
     stored_tiling: tuple[StoredTiling | None, ...]
     properties: Mapping[str, str] = field(default_factory=dict)
+    mpp_note: str | None = None  # why a declared mpp was ignored (e.g. a 72-dpi tag), if it was
