@@ -14,14 +14,15 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import imagecodecs
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
 from tiling.cache import TileCache
 from tiling.catalog import SlideRef
+from tiling.codec import decode_jpeg, encode_jpeg
 from tiling.errors import (
+    ChunkDecodeError,
     InvalidTileRequestError,
     TileOutOfRangeError,
     UnsupportedTileRequestError,
@@ -85,17 +86,13 @@ class TileService:
         shape = (ref.spec.tile_height, ref.spec.tile_width, 3)
         if data is None:
             return np.full(shape, FILL_VALUE, np.uint8)
-        pixels: RGB = imagecodecs.jpeg8_decode(data)
+        pixels = decode_jpeg(data)
         if pixels.shape != shape:
-            pixels = np.ascontiguousarray(
-                np.broadcast_to(pixels.reshape(*pixels.shape[:2], -1)[..., :3], shape)
-            )
+            raise ChunkDecodeError(f"chunk is {pixels.shape[1]}x{pixels.shape[0]}, not a tile")
         return pixels
 
     def encode(self, pixels: RGB) -> bytes:
-        return bytes(
-            imagecodecs.jpeg8_encode(np.ascontiguousarray(pixels), level=self.jpeg_quality)
-        )
+        return encode_jpeg(pixels, self.jpeg_quality, subsampling="420")  # small, as browsers like
 
     def read_region(self, ref: SlideRef, level: int, box: tuple[int, int, int, int]) -> RGB:
         """Pixels of stored ``level`` in ``box`` = (lvl_x, lvl_y, width, height), clipped."""

@@ -9,16 +9,15 @@ already there, reporting failures one line each), then serves on 127.0.0.1:8000.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from tiling.errors import TilingError
 from viewer.config import ServerSettings
 from viewer.errors import ViewerError
+from wsi.errors import SlideError
 
 __all__ = ["main"]
 
@@ -42,17 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _converter() -> Callable[[Path, Path], Any]:
-    """``tiling.convert.convert_slide(source, destination)`` (the tiling package's converter)."""
-    module = importlib.import_module("tiling.convert")
-    convert: Callable[[Path, Path], Any] = module.convert_slide
-    return convert
-
-
 def convert_all(slides: Path, data: Path) -> tuple[list[str], list[str]]:
     """Convert every readable slide of ``slides`` into ``data``; (converted, failed) names."""
-    wsi = importlib.import_module("wsi")
-    convert = _converter()
+    from tiling.convert import build_pyramid
+    from wsi import open_slide
+
     data.mkdir(parents=True, exist_ok=True)
     converted: list[str] = []
     failed: list[str] = []
@@ -63,9 +56,12 @@ def convert_all(slides: Path, data: Path) -> tuple[list[str], list[str]]:
         if target.exists():
             continue
         try:
-            wsi.open_slide(source).close()
-            convert(source, target)
-        except Exception as exc:  # report and go on: one bad slide must not stop the demo
+            reader = open_slide(source)
+            try:
+                build_pyramid(reader, target)
+            finally:
+                reader.close()
+        except (SlideError, TilingError, OSError) as exc:  # one bad slide must not stop the demo
             code = getattr(exc, "code", type(exc).__name__)
             print(f"skipped {source.name}: {code}: {str(exc)[:200]}", file=sys.stderr)
             failed.append(source.name)

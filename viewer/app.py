@@ -38,9 +38,15 @@ logger = logging.getLogger(__name__)
 ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (tiling_errors.PyramidNotFoundError, 404),
     (tiling_errors.TileOutOfRangeError, 404),
+    (tiling_errors.InvalidLevelError, 404),
     (tiling_errors.InvalidTileRequestError, 400),
     (tiling_errors.UnsupportedTileRequestError, 400),
-    (tiling_errors.InvalidPyramidError, 422),
+    (tiling_errors.OutputExistsError, 409),
+    (tiling_errors.InvalidOutputError, 400),
+    (tiling_errors.SourceReadError, 422),
+    # stored data that cannot be read: the server's fault, answered as JSON all the same
+    (tiling_errors.CorruptPyramidError, 500),
+    (tiling_errors.ChunkDecodeError, 500),
     (tiling_errors.TilingError, 400),
     (wsi_errors.SlideNotFoundError, 404),
     (wsi_errors.UnsupportedFormatError, 415),
