@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from tiling.cache import TileCache
+from tiling.cache import MemoryCache, TileCache
 from tiling.catalog import SlideRef
 from tiling.codec import decode_jpeg, encode_jpeg
 from tiling.errors import (
@@ -55,9 +55,22 @@ def dz_level_count(width: int, height: int) -> int:
 class TileService:
     """Reads and renders tiles of catalogued slides; one per process, thread-safe."""
 
-    def __init__(self, cache: TileCache, jpeg_quality: int = 85) -> None:
+    def __init__(
+        self, cache: TileCache, jpeg_quality: int = 85, chunk_cache_bytes: int = 128 << 20
+    ) -> None:
         self.cache = cache
         self.jpeg_quality = jpeg_quality
+        # stored chunks are immutable: keeping hot ones in memory saves the open/read/close
+        self.chunks = MemoryCache(chunk_cache_bytes)
+
+    def _stored(self, ref: SlideRef, level: int, col: int, row: int) -> bytes | None:
+        key = f"{ref.id}/{level}/{col}/{row}"
+        data = self.chunks.get(key)
+        if data is None:
+            data = ref.store.get(chunk_key(level, col, row))
+            if data is not None:
+                self.chunks.put(key, data)
+        return data
 
     # -- stored chunks -------------------------------------------------------------------
     @staticmethod
@@ -73,7 +86,7 @@ class TileService:
     def stored_chunk(self, ref: SlideRef, level: int, col: int, row: int) -> bytes | None:
         """The chunk file's bytes (a complete JPEG), or None for a chunk never written."""
         self.check_tile(ref, level, col, row)
-        return ref.store.get(chunk_key(level, col, row))
+        return self._stored(ref, level, col, row)
 
     def is_whole_chunk(self, ref: SlideRef, level: int, col: int, row: int) -> bool:
         info = ref.levels[level]
@@ -143,7 +156,7 @@ class TileService:
         if level >= 0:
             self.check_tile(ref, level, col, row)
             if self.is_whole_chunk(ref, level, col, row):
-                data = ref.store.get(chunk_key(level, col, row))
+                data = self._stored(ref, level, col, row)
                 if data is not None:
                     return Tile(data, etag_for(ref.id, descriptor))
         key = etag_for(ref.id, descriptor)
@@ -210,7 +223,7 @@ class TileService:
         ):
             col, row = x // (tw * factor), y // (th * factor)
             if col < info.columns and row < info.rows and self.is_whole_chunk(ref, level, col, row):
-                data = ref.store.get(chunk_key(level, col, row))
+                data = self._stored(ref, level, col, row)
                 if data is not None:
                     return Tile(data, key)
 
