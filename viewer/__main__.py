@@ -66,7 +66,7 @@ def convert_all(slides: Path, data: Path) -> tuple[list[str], list[str]]:
             print(f"skipped {source.name}: {code}: {str(exc)[:200]}", file=sys.stderr)
             failed.append(source.name)
             continue
-        print(f"converted {source.name}")
+        print(f"converted {source.name}", flush=True)
         converted.append(source.name)
     return converted, failed
 
