@@ -17,11 +17,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from tiling import errors as tiling_errors
 from tiling.cache import DiskCache, MemoryCache, TileCache
 from tiling.catalog import Catalog
-from tiling.fastpath import TileFastPath
+from tiling.fastpath import serve_fast_tile
 from tiling.router import allow_all
 from tiling.router import router as tiling_router
 from tiling.store import open_data_root
@@ -30,7 +31,7 @@ from viewer.config import ServerSettings
 from viewer.errors import ConfigError, ViewerError
 from wsi import errors as wsi_errors
 
-__all__ = ["ERROR_STATUS", "create_app", "create_app_from_env"]
+__all__ = ["ERROR_STATUS", "IainApp", "create_app", "create_app_from_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +39,15 @@ logger = logging.getLogger(__name__)
 ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (tiling_errors.PyramidNotFoundError, 404),
     (tiling_errors.TileOutOfRangeError, 404),
+    (tiling_errors.InvalidLevelError, 404),
     (tiling_errors.InvalidTileRequestError, 400),
     (tiling_errors.UnsupportedTileRequestError, 400),
-    (tiling_errors.InvalidPyramidError, 422),
+    (tiling_errors.OutputExistsError, 409),
+    (tiling_errors.InvalidOutputError, 400),
+    (tiling_errors.SourceReadError, 422),
+    # stored data that cannot be read: the server's fault, answered as JSON all the same
+    (tiling_errors.CorruptPyramidError, 500),
+    (tiling_errors.ChunkDecodeError, 500),
     (tiling_errors.TilingError, 400),
     (wsi_errors.SlideNotFoundError, 404),
     (wsi_errors.UnsupportedFormatError, 415),
@@ -84,6 +91,17 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail))
 
 
+class IainApp(FastAPI):
+    """FastAPI with the DeepZoom tile fast path in front of its middleware stack."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["app"] = self  # as Starlette sets it: request.app for the access hook
+            if await serve_fast_tile(self.state, scope, send):
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: ServerSettings) -> FastAPI:
     """The application; the data store is opened and scanned in the lifespan."""
 
@@ -95,7 +113,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         yield
         app.state.ready = False
 
-    app = FastAPI(title="IAIN", version="0.1.0", lifespan=lifespan)
+    app = IainApp(title="IAIN", version="0.1.0", lifespan=lifespan)
     root = open_data_root(settings.data, settings.s3_endpoint_url or None)
     cache_path = settings.cache_path
     disk = DiskCache(cache_path, settings.disk_cache_mb << 20) if cache_path else None
@@ -132,7 +150,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return {"status": "ok", "pyramids": count}
 
     app.include_router(tiling_router)
-    app.add_middleware(TileFastPath)
     return app
 
 
