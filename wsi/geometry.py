@@ -1,4 +1,7 @@
-"""Typed geometry crossing the ``wsi`` seam. APIs take (x, y) and (width, height); arrays are (y, x, c)."""
+"""Typed geometry crossing the ``wsi`` seam.
+
+APIs take (x, y) and (width, height); arrays are (y, x, c).
+"""
 
 from __future__ import annotations
 

@@ -112,9 +112,7 @@ class SlideReader(Protocol):
         """Vendor properties, as the backend reports them."""
         ...
 
-    def read_region(
-        self, location: tuple[int, int], level: int, size: tuple[int, int]
-    ) -> RGBArray:
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> RGBArray:
         """Pixels of ``level`` starting at level-0 ``location``; out-of-slide areas are white."""
         ...
 
