@@ -375,7 +375,12 @@
       animationTime: 0.6,
       springStiffness: 9,
       preserveImageSizeOnResize: true,
-      immediateRender: false,
+      // Straight to the level the screen needs: no coarse-level tiles on the way (fewer bytes
+      // and round trips per pan); the navigator and cached levels still cover the gap.
+      immediateRender: true,
+      // A 1920x1080 screen needs ~50 tiles of 256 px; OpenSeadragon's default starts one tile
+      // request per frame, which alone costs ~1 s per screen. Ask for a screenful at once.
+      maxTilesPerFrame: 24,
     });
     iain.viewer = viewer;
     viewer.addHandler("open", () => {
