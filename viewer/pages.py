@@ -7,6 +7,7 @@ from ``node_modules`` (installed by ``npm ci`` from the lock file), never copied
 
 ``install_pages(app)`` adds the routes and mounts the static folders; FastAPI's
 ``include_router`` does not carry ``Mount`` routes, hence one function instead of a bare router.
+``create_app`` calls it with ``required=False``: a server without ``npm ci`` still serves tiles.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from viewer.errors import OpenSeadragonMissingError
+
 __all__ = [
     "OPENSEADRAGON_URL",
     "STATIC_URL",
-    "OpenSeadragonMissingError",
-    "PageError",
     "default_openseadragon_dir",
     "install_pages",
     "router",
@@ -38,18 +39,6 @@ STATIC_URL = "/static/viewer"
 OPENSEADRAGON_URL = "/static/vendor/openseadragon"
 # Slide ids are opaque tokens; anything else cannot name a slide and is not echoed into a page.
 _SLIDE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$")
-
-
-class PageError(Exception):
-    """Base of the viewer pages' errors (to move into ``viewer/errors.py`` once it exists)."""
-
-    code = "page_error"
-
-
-class OpenSeadragonMissingError(PageError, FileNotFoundError):
-    """``node_modules/openseadragon`` is absent: ``npm ci`` was not run."""
-
-    code = "openseadragon_missing"
 
 
 def default_openseadragon_dir() -> Path:
@@ -163,20 +152,33 @@ def _not_found_page() -> str:
     return _page("IAIN — not found", body)
 
 
-def install_pages(app: FastAPI, openseadragon_dir: Path | None = None) -> None:
+def install_pages(
+    app: FastAPI, openseadragon_dir: Path | None = None, *, required: bool = True
+) -> None:
     """Add the page routes and mount the viewer's static files and OpenSeadragon.
 
-    Raises :class:`OpenSeadragonMissingError` at start-up rather than serving pages whose viewer
-    script 404s.
+    Without OpenSeadragon (``npm ci`` not run) this raises :class:`OpenSeadragonMissingError`
+    when ``required``; otherwise the tile and API routes keep working, the pages say what is
+    missing and the library's URLs answer that error instead of a bare 404.
     """
     osd_dir = openseadragon_dir or default_openseadragon_dir()
     build = osd_dir / "build" / "openseadragon"
-    if not (build / "openseadragon.min.js").is_file():
-        raise OpenSeadragonMissingError(
-            f"OpenSeadragon not found under {osd_dir}: run `npm ci` in the repository root"
-        )
+    missing = not (build / "openseadragon.min.js").is_file()
+    message = f"OpenSeadragon not found under {osd_dir}: run `npm ci` in the repository root"
+    if missing and required:
+        raise OpenSeadragonMissingError(message)
     app.include_router(router)
     app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="viewer-static")
+    if missing:
+        logger.error("%s; the viewer pages will not work", message)
+
+        def openseadragon_missing(path: str) -> None:
+            raise OpenSeadragonMissingError(message)
+
+        app.add_api_route(
+            f"{OPENSEADRAGON_URL}/{{path:path}}", openseadragon_missing, include_in_schema=False
+        )
+        return
     licence = osd_dir / "LICENSE.txt"
 
     def openseadragon_licence() -> FileResponse:

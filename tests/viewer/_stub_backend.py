@@ -141,13 +141,13 @@ def create_stub_app(slides: list[StubSlide]) -> FastAPI:
 class LiveServer:
     """uvicorn serving ``app`` on a free loopback port, in a thread, until :meth:`stop`."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, lifespan: str = "off") -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
         self.port = int(self._sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app, log_level="warning", ws="none", lifespan="off", access_log=False
+            app, log_level="warning", ws="none", lifespan=lifespan, access_log=False
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

@@ -1,5 +1,8 @@
 """The viewer in Debian's chromium (Playwright) against a live uvicorn on 127.0.0.1.
 
+``viewer_server`` is the real ``create_app`` serving the real sample slide and a tifffile-made
+ruler slide, both converted by ``tiling``; ``stub_server`` stands in only for the overlay
+contract (``overlays: [{name, dzi_url}]`` in the slide JSON) that the real app does not fill yet.
 Every test waits on OpenSeadragon itself (each world item's ``getFullyLoaded()`` after two frames,
 ``window.iain.settled()``) rather than on sleeps, and saves a screenshot into ``test-artifacts/``.
 """
@@ -27,6 +30,12 @@ from tests.viewer.conftest import (
 pytestmark = pytest.mark.browser
 
 CMU_MPP = 0.499
+CMU = "CMU-1-Small-Region.svs"
+RULER = "ruler.tif"
+
+
+def view_url(server: LiveServer, ids: dict[str, str], name: str) -> str:
+    return f"{server.url}/view/{ids[name]}"
 
 
 def open_viewer(page: Page, url: str) -> None:
@@ -62,9 +71,9 @@ def tissue_fraction(pixels: npt.NDArray[np.uint8]) -> float:
 
 
 def test_viewer_shows_tissue_of_the_real_slide(
-    page: Page, live_server: LiveServer, artifacts: Path
+    page: Page, viewer_server: LiveServer, viewer_ids: dict[str, str], artifacts: Path
 ) -> None:
-    open_viewer(page, f"{live_server.url}/view/cmu1")
+    open_viewer(page, view_url(viewer_server, viewer_ids, CMU))
     pixels = stage_pixels(page, artifacts / "viewer-cmu1-home.png")
     page.screenshot(path=str(artifacts / "viewer-cmu1-page.png"))
     # H&E: a good share of stained pixels, pink-purple on average, and not a flat image.
@@ -72,12 +81,14 @@ def test_viewer_shows_tissue_of_the_real_slide(
     assert pixels.std() > 20
     stained = pixels[pixels.astype(np.int16).min(axis=2) < 200].astype(float)
     assert stained[:, 0].mean() > stained[:, 1].mean() + 20  # red over green: eosin
-    assert page.locator("#slide-name").inner_text() == "CMU-1-Small-Region"
+    assert page.locator("#slide-name").inner_text() == CMU
     assert "aperio" in page.locator("#slide-meta").inner_text()
 
 
-def test_scale_bar_and_magnification_follow_the_mpp(page: Page, live_server: LiveServer) -> None:
-    open_viewer(page, f"{live_server.url}/view/cmu1")
+def test_scale_bar_and_magnification_follow_the_mpp(
+    page: Page, viewer_server: LiveServer, viewer_ids: dict[str, str]
+) -> None:
+    open_viewer(page, view_url(viewer_server, viewer_ids, CMU))
     page.click("#btn-1to1")
     page.wait_for_function("Math.abs(iain.imageZoom() - 1) < 1e-3")
     # 1:1 on a 0.499 µm/px scan is 0.499 µm per screen pixel: about x20.
@@ -96,9 +107,9 @@ def test_scale_bar_and_magnification_follow_the_mpp(page: Page, live_server: Liv
 
 
 def test_pan_and_zoom_with_keys_and_buttons(
-    page: Page, live_server: LiveServer, artifacts: Path
+    page: Page, viewer_server: LiveServer, viewer_ids: dict[str, str], artifacts: Path
 ) -> None:
-    open_viewer(page, f"{live_server.url}/view/cmu1")
+    open_viewer(page, view_url(viewer_server, viewer_ids, CMU))
     page.click("button[data-mag='10']")
     settle(page)
     page.wait_for_function("!iain.viewer.isAnimating()")
@@ -127,9 +138,9 @@ def test_pan_and_zoom_with_keys_and_buttons(
 
 
 def test_deep_link_restores_the_same_view_elsewhere(
-    page: Page, live_server: LiveServer, browser: Any
+    page: Page, viewer_server: LiveServer, viewer_ids: dict[str, str], browser: Any
 ) -> None:
-    open_viewer(page, f"{live_server.url}/view/cmu1")
+    open_viewer(page, view_url(viewer_server, viewer_ids, CMU))
     page.evaluate(
         "iain.setMagnification(12.5, true);"
         "iain.viewer.viewport.panTo(iain.viewer.world.getItemAt(0)"
@@ -186,9 +197,11 @@ def click_at(page: Page, point: tuple[float, float]) -> None:
 
 
 def test_ruler_measures_a_known_distance_and_area(
-    page: Page, live_server: LiveServer, artifacts: Path
+    page: Page, viewer_server: LiveServer, viewer_ids: dict[str, str], artifacts: Path
 ) -> None:
-    open_viewer(page, f"{live_server.url}/view/ruler")
+    open_viewer(page, view_url(viewer_server, viewer_ids, RULER))
+    # The navigator's red view box is not a marker.
+    page.evaluate("iain.viewer.navigator.element.style.visibility = 'hidden'")
     pixels = stage_pixels(page, artifacts / "ruler-home.png")
     red = marker_centres(pixels, (255, 0, 0))
     assert len(red) == 2
@@ -225,8 +238,8 @@ def test_ruler_measures_a_known_distance_and_area(
     assert abs(x_after - x_before) > 20
 
 
-def test_overlay_layer_with_opacity(page: Page, live_server: LiveServer, artifacts: Path) -> None:
-    open_viewer(page, f"{live_server.url}/view/cmu1-labelled")
+def test_overlay_layer_with_opacity(page: Page, stub_server: LiveServer, artifacts: Path) -> None:
+    open_viewer(page, f"{stub_server.url}/view/cmu1-labelled")
     page.wait_for_function("iain.overlay !== null")
     settle(page)
     assert page.locator("#overlay-panel").is_visible()
@@ -247,32 +260,34 @@ def test_overlay_layer_with_opacity(page: Page, live_server: LiveServer, artifac
     assert tissue_fraction(none.astype(np.uint8)) > 0.1  # the stain is back
 
 
-def test_slide_without_overlay_hides_the_slot(page: Page, live_server: LiveServer) -> None:
-    open_viewer(page, f"{live_server.url}/view/cmu1")
+def test_slide_without_overlay_hides_the_slot(
+    page: Page, viewer_server: LiveServer, viewer_ids: dict[str, str]
+) -> None:
+    open_viewer(page, view_url(viewer_server, viewer_ids, CMU))
     assert not page.locator("#overlay-panel").is_visible()
     assert view_state(page)["items"] == 1
 
 
-def test_unknown_slide_shows_a_message(page: Page, live_server: LiveServer) -> None:
-    page.goto(f"{live_server.url}/view/no-such-slide")
+def test_unknown_slide_shows_a_message(page: Page, viewer_server: LiveServer) -> None:
+    page.goto(f"{viewer_server.url}/view/no-such-slide")
     page.wait_for_function("document.body.dataset.state === 'error'")
     assert page.locator("#error").inner_text() == "No such slide."
 
 
 def test_slide_list_shows_cards_with_thumbnails(
-    page: Page, live_server: LiveServer, artifacts: Path
+    page: Page, viewer_server: LiveServer, viewer_ids: dict[str, str], artifacts: Path
 ) -> None:
-    page.goto(f"{live_server.url}/")
+    page.goto(f"{viewer_server.url}/")
     page.wait_for_selector(".card")
     page.wait_for_function(
         "[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)"
     )
     page.screenshot(path=str(artifacts / "slide-list.png"))
     cards = page.locator(".card")
-    assert cards.count() == 2  # the label layer is not a slide of its own
+    assert cards.count() == 2  # one card per converted slide
     first = cards.nth(0).inner_text()
     assert "CMU-1-Small-Region" in first
     assert "aperio" in first and "0.499 µm/px" in first and "2,220 × 2,967 px" in first
     cards.nth(0).click()
-    page.wait_for_url("**/view/cmu1")
+    page.wait_for_url(f"**/view/{viewer_ids[CMU]}")
     page.wait_for_function("document.body.dataset.state === 'open'")

@@ -32,7 +32,8 @@
     const img = el("img");
     img.loading = "lazy";
     img.alt = "";
-    img.src = slide.thumbnail_url || "/api/slides/" + encodeURIComponent(id) + "/thumbnail";
+    img.src = slide.thumbnail || slide.thumbnail_url ||
+      "/api/slides/" + encodeURIComponent(id) + "/thumbnail";
     img.addEventListener("error", () => img.remove());
     thumb.appendChild(img);
     link.appendChild(thumb);

@@ -365,7 +365,7 @@
     const viewer = OSD({
       element: $("osd"),
       prefixUrl: cfg.osdPrefix,
-      tileSources: slide.dzi_url || `/slides/${encodeURIComponent(slide.id)}.dzi`,
+      tileSources: slide.dzi || slide.dzi_url || `/slides/${encodeURIComponent(slide.id)}.dzi`,
       drawer: "canvas",
       showNavigator: true,
       navigatorPosition: "TOP_RIGHT",
@@ -421,6 +421,10 @@
     document.addEventListener("keydown", onKey);
   }
 
+  if (!OSD) {
+    showError("The viewer library is missing on the server (run `npm ci` there).");
+    return;
+  }
   fetch(`/api/slides/${encodeURIComponent(cfg.slideId)}`)
     .then((r) => {
       if (r.status === 404) throw new Error("No such slide.");
