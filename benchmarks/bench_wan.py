@@ -16,16 +16,15 @@ page (``performance.now()``) and polled once per frame, so they carry up to one 
 
 Usage::
 
-    python -m benchmarks.bench_wan                      # big slide made and cached in
-                                                        # benchmarks/out/, stand-in server
-    python -m benchmarks.bench_wan --url http://127.0.0.1:8000 --slide-id ID   # iain serve
+    python -m benchmarks.bench_wan      # makes + converts the 20000x20000 slide once into
+                                        # benchmarks/out/, starts `iain serve` on it
+    python -m benchmarks.bench_wan --url http://127.0.0.1:8000 --slide-id ID   # a running IAIN
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from benchmarks._wan_proxy import WanProxy
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "benchmarks" / "out"
 BIG_SLIDE = OUT / "big-20000.svs"
+BIG_PYRAMID = OUT / "data" / "big-20000.zarr"
 MAKE_BIG_SLIDE = REPO.parent / "shared" / "tools" / "make_big_slide.py"
 SOURCE_SLIDE = REPO.parent / "shared" / "slides" / "CMU-1-Small-Region.svs"
 CHROMIUM_ARGS = [
@@ -121,7 +121,7 @@ def one_run(browser: Browser, base: str, slide_id: str, pans: int, proxy: WanPro
     run = Run()
     counter = _Counter(proxy)
     meta = httpx.get(f"{base}/api/slides/{slide_id}", timeout=30).json()
-    mpp = meta["mpp"] if isinstance(meta["mpp"], float | int) else meta["mpp"]["x"]
+    mpp = meta["mpp"]["x"] if isinstance(meta["mpp"], dict) else meta["mpp"]
     # Deep link into tissue-rich territory: a third of the way in, at x20.
     x_um, y_um = meta["width"] * mpp / 3, meta["height"] * mpp / 3
 
@@ -157,29 +157,31 @@ def one_run(browser: Browser, base: str, slide_id: str, pans: int, proxy: WanPro
     return run
 
 
-def _start_stand_in(slide: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start_iain(data: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``iain serve --data DATA`` as deployed by default (one worker) on a free port."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "IAIN_WAN_SLIDE": str(slide)}
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "benchmarks._wan_backend:create_app"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+    cmd = [sys.executable, "-m", "viewer.cli", "serve", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--data", str(data), "--cache-dir", str(OUT / "cache")]
+    proc = subprocess.Popen(cmd, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/api/slides", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     proc.kill()
-    raise SystemExit("bench_wan: the stand-in server did not start")
+    raise SystemExit("bench_wan: iain serve did not start")
 
 
-def _ensure_big_slide() -> Path:
+def _ensure_big_pyramid() -> Path:
+    """benchmarks/out/data/big-20000.zarr: make_big_slide.py 20000x20000, then iain convert."""
     if not BIG_SLIDE.exists():
         OUT.mkdir(parents=True, exist_ok=True)
         print(f"making {BIG_SLIDE} (about 80 s) ...", file=sys.stderr)
@@ -188,7 +190,13 @@ def _ensure_big_slide() -> Path:
              "--size", "20000x20000", "--seed", "1", str(BIG_SLIDE)],
             check=True,
         )  # fmt: skip
-    return BIG_SLIDE
+    if not BIG_PYRAMID.exists():
+        print(f"converting into {BIG_PYRAMID} ...", file=sys.stderr)
+        subprocess.run(
+            [sys.executable, "-m", "viewer.cli", "convert", str(BIG_SLIDE), str(BIG_PYRAMID)],
+            check=True, cwd=REPO,
+        )  # fmt: skip
+    return BIG_PYRAMID.parent
 
 
 def _summary(label: str, runs: list[Run]) -> dict[str, Any]:
@@ -227,9 +235,9 @@ def _print(rows: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--url", help="an already running IAIN (default: start the stand-in)")
-    p.add_argument("--slide-id", default="big")
-    p.add_argument("--slide", type=Path, help="slide for the stand-in (default: big, cached)")
+    p.add_argument("--url", help="an already running IAIN (default: start `iain serve`)")
+    p.add_argument("--slide-id", help="default: the first slide the server lists")
+    p.add_argument("--data", type=Path, help="pyramids to serve (default: the big one, cached)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--pans", type=int, default=8)
     p.add_argument("--rtt-ms", type=float, default=20.0)
@@ -242,27 +250,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         base = args.url.rstrip("/")
     else:
-        proc, base = _start_stand_in(args.slide or _ensure_big_slide())
+        proc, base = _start_iain(args.data or _ensure_big_pyramid())
     upstream_port = int(base.rsplit(":", 1)[1])
+    slide_id = args.slide_id or httpx.get(f"{base}/api/slides", timeout=30).json()[0]["id"]
     rows = []
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
-            # Pass 1 fills the server's tile cache (the stand-in cuts tiles on first request);
-            # its figures are printed as "cold server". Later passes see stored bytes.
+            # Pass 1 meets cold caches (page cache, the server's computed-tile cache); its
+            # figures are printed apart. Later passes are what a warm server does.
             cold = WanProxy(upstream_port, args.rtt_ms, args.rate_mbit)
             cold_url = f"http://127.0.0.1:{cold.port}"
             rows.append(
-                _summary("WAN 20ms/100Mbit, cold server",
-                         [one_run(browser, cold_url, args.slide_id, args.pans, cold)])
+                _summary("WAN, first pass (cold caches)",
+                         [one_run(browser, cold_url, slide_id, args.pans, cold)])
             )  # fmt: skip
             cold.stop()
-            direct = [one_run(browser, base, args.slide_id, args.pans, None)]
+            direct = [one_run(browser, base, slide_id, args.pans, None)]
             wan_runs = []
             for _ in range(args.runs):
                 proxy = WanProxy(upstream_port, args.rtt_ms, args.rate_mbit)
                 url = f"http://127.0.0.1:{proxy.port}"
-                wan_runs.append(one_run(browser, url, args.slide_id, args.pans, proxy))
+                wan_runs.append(one_run(browser, url, slide_id, args.pans, proxy))
                 proxy.stop()
             rows.append(_summary(f"WAN {args.rtt_ms:g}ms/{args.rate_mbit:g}Mbit", wan_runs))
             rows.append(_summary("loopback direct (baseline)", direct))

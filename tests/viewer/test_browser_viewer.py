@@ -291,3 +291,29 @@ def test_slide_list_shows_cards_with_thumbnails(
     cards.nth(0).click()
     page.wait_for_url(f"**/view/{viewer_ids[CMU]}")
     page.wait_for_function("document.body.dataset.state === 'open'")
+
+
+PAN_RIGHT_JS = """async () => {
+  const vp = iain.viewer.viewport;
+  const t0 = performance.now();
+  vp.panBy(vp.deltaPointsFromPixels(new OpenSeadragon.Point(vp.getContainerSize().x, 0)), true);
+  await iain.settled();
+  return performance.getEntriesByType("resource")
+    .filter((e) => e.startTime >= t0 && e.name.includes("_files/")).length;
+}"""
+
+
+def test_next_screen_is_prefetched_in_the_pan_direction(
+    page: Page, viewer_server: LiveServer, viewer_ids: dict[str, str]
+) -> None:
+    page.add_init_script("performance.setResourceTimingBufferSize(100000)")
+    open_viewer(page, view_url(viewer_server, viewer_ids, RULER) + "?x_um=130&y_um=375&mag=40")
+    assert page.evaluate("iain.imageZoom()") == pytest.approx(1, rel=1e-3)
+    page.wait_for_function("iain.prefetch.anchor !== null")  # the view at rest is noted
+    first_pan_requests = page.evaluate(PAN_RIGHT_JS)
+    assert first_pan_requests > 0  # a screen never seen before comes over the network
+    # At rest, the screen further right is fetched ahead ...
+    page.wait_for_function("iain.prefetch.requested > 0 && iain.prefetch.images.size === 0")
+    # ... so the next pan that way finds its tiles in the browser cache. (A few coarser tiles
+    # that OpenSeadragon wants where the view passes the slide's edge are not prefetched.)
+    assert page.evaluate(PAN_RIGHT_JS) <= first_pan_requests // 4
