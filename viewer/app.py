@@ -28,7 +28,8 @@ from tiling.router import router as tiling_router
 from tiling.store import open_data_root
 from tiling.tiles import TileService
 from viewer.config import ServerSettings
-from viewer.errors import ConfigError, ViewerError
+from viewer.errors import ConfigError, OpenSeadragonMissingError, ViewerError
+from viewer.pages import install_pages
 from wsi import errors as wsi_errors
 
 __all__ = ["ERROR_STATUS", "IainApp", "create_app", "create_app_from_env"]
@@ -57,6 +58,7 @@ ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (wsi_errors.UnreadableRegionError, 422),
     (wsi_errors.SlideError, 422),
     (ConfigError, 400),
+    (OpenSeadragonMissingError, 503),
     (ViewerError, 400),
 )
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
@@ -150,6 +152,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return {"status": "ok", "pyramids": count}
 
     app.include_router(tiling_router)
+    install_pages(app, required=False)  # GET /, /view/{id}, /static/...
     return app
 
 
