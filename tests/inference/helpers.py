@@ -87,9 +87,10 @@ def write_store(
         if unit:
             axis["unit"] = unit
         axes.append(axis)
-    iain: dict[str, Any] = {"width": width, "height": height}
+    iain: dict[str, Any] = {"width": width, "height": height, "tile_width": tile,
+                            "tile_height": tile}  # fmt: skip
     if mpp is not None:
-        iain.update(mpp_x=mpp, mpp_y=mpp)
+        iain["mpp"] = {"x": mpp, "y": mpp}
     meta = {
         "zarr_format": 3,
         "node_type": "group",
