@@ -18,6 +18,7 @@ from tests.inference.helpers import (
     GLASS,
     ColourModel,
     RecordingModel,
+    global_reference,
     regions_image,
     spec,
     write_store,
@@ -28,17 +29,6 @@ Regions = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
 
 def _labels(store: Path, name: str = "toy") -> zarr.Group:
     return zarr.open_group(str(store / "labels" / name), mode="r")
-
-
-def _global_reference(store: Path, model: ColourModel) -> tuple[np.ndarray, np.ndarray]:
-    """The model applied to the whole decoded level 0 in one pass (white beyond the edges)."""
-    pyramid = SlidePyramid(store)
-    info = pyramid.levels[0]
-    rgb = pyramid.read_region(0, 0, 0, info.width, info.height)
-    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
-    with torch.no_grad():
-        probs = torch.softmax(model((x - model.mean) / model.std), dim=1)[0]
-    return probs.argmax(0).numpy().astype(np.uint8), (probs * 255).round().numpy()
 
 
 def test_pointwise_model_reproduces_the_known_regions(
@@ -64,7 +54,7 @@ def test_overlapping_tiles_stitch_without_seams(regions_store: Path) -> None:
     model = ColourModel(toy, radius=2)
     with Engine(model, toy, "cpu", EngineOptions(batch_size=5, unit_chunks=1)) as engine:
         engine.run(regions_store)
-    mask_ref, probs_ref = _global_reference(regions_store, model)
+    mask_ref, probs_ref = global_reference(regions_store, model)
     labels = _labels(regions_store)
     np.testing.assert_array_equal(labels["0"][:], mask_ref)
     probs = labels["probabilities"][:].astype(np.float64)
