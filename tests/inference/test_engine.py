@@ -50,7 +50,7 @@ def test_pointwise_model_reproduces_the_known_regions(
 def test_overlapping_tiles_stitch_without_seams(regions_store: Path) -> None:
     """A model with a 5x5 receptive field, small patches and one-chunk work units: the result
     must equal the model run on the whole image at once, pixel for pixel."""
-    toy = spec(tile=96, overlap=16)
+    toy = spec(tile=96, overlap=32)
     model = ColourModel(toy, radius=2)
     with Engine(model, toy, "cpu", EngineOptions(batch_size=5, unit_chunks=1)) as engine:
         engine.run(regions_store)
