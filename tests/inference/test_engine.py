@@ -10,6 +10,10 @@ import numpy.typing as npt
 import pytest
 import torch
 import zarr
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
+from ome_zarr_models.v05.image_label import ImageLabel
+from ome_zarr_models.v05.labels import Labels
 
 from inference._pyramid import SlidePyramid
 from inference.engine import Engine, EngineOptions, tissue_mask
@@ -146,6 +150,16 @@ def test_labels_metadata_marks_ai_output_pending_validation(regions_store: Path)
     assert not (regions_store / "labels" / "toy" / ".progress").exists()
     probs = _labels(regions_store)["probabilities"]
     assert probs.dtype == np.uint8 and probs.shape == (3, 900, 1200)
+    # third-party readers accept it: ome-zarr-models' NGFF 0.5 schema and ome-zarr-py
+    label = ImageLabel.from_zarr(_labels(regions_store))
+    assert label.attributes.ome.image_label is not None
+    assert label.attributes.ome.image_label.colors[2].rgba == (220, 0, 0, 255)
+    listing = Labels.from_zarr(zarr.open_group(str(regions_store / "labels"), mode="r"))
+    assert listing.attributes.ome.labels == ["toy"]
+    location = parse_url(str(regions_store / "labels" / "toy"))
+    assert location is not None
+    shapes = [[tuple(d.shape) for d in node.data][:2] for node in Reader(location)()]
+    assert [(900, 1200), (450, 600)] in shapes  # the label, beside its source image
 
 
 def test_outlines_are_qupath_geojson_matching_the_regions(regions_store: Path) -> None:
