@@ -48,6 +48,10 @@ class ShareSettings:
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 64 * 1024
     view_flush_s: float = 60.0
+    # A single annotation past this many vertices is refused (4xx naming the feature).
+    annotation_max_vertices: int = 100_000
+    annotation_max_features: int = 2_000_000
+    import_max_bytes: int = 1 << 30
     public_paths: frozenset[str] = field(
         default_factory=lambda: frozenset({"/api/login", "/healthz", "/readyz", "/login"})
     )

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from share import audit
+from share import annotations_router, audit
 from share.accounts import Accounts, SessionInfo
 from share.authz import Action, AuditScope, Decision, Principal, authorize
 from share.config import ShareSettings
@@ -191,4 +191,6 @@ def install_share(
     app.state.slide_access = SlideAccess(accounts, views, resolve or decision_only, not_found)
     app.add_middleware(AuthMiddleware, accounts=accounts, settings=settings)
     app.include_router(router)
+    app.include_router(annotations_router.router)
+    app.include_router(annotations_router.classes_router)
     return accounts

@@ -38,6 +38,7 @@ from share.errors import (
     InvalidInputError,
     LoginRateLimitedError,
     NotFoundError,
+    PayloadTooLargeError,
     SessionExpiredError,
     ShareError,
     SlideNotFoundError,
@@ -68,6 +69,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # class -> HTTP status; create_app merges this into its one table.
 ERROR_STATUS: dict[type[ShareError], int] = {
+    PayloadTooLargeError: 413,
     AuthenticationError: 401,
     LoginRateLimitedError: 429,
     CsrfError: 403,
