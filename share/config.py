@@ -23,6 +23,12 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise InvalidInputError(f"{name}={raw!r} is not an integer") from None
 
 
+def _local_data(environ: Mapping[str, str]) -> str:
+    # The database sits beside the pyramids when they are local (the catalogue ignores it).
+    data = environ.get("IAIN_DATA", "data")
+    return "data" if "://" in data else data
+
+
 @dataclass(frozen=True)
 class ShareSettings:
     """Accounts, sessions and audit settings.
@@ -75,7 +81,7 @@ class ShareSettings:
             c.strip() for c in environ.get("SHARE_CENTRES", ",".join(DEFAULT_CENTRES)).split(",")
         )
         return cls(
-            data_dir=Path(environ.get("SHARE_DATA_DIR", environ.get("IAIN_DATA", "data"))),
+            data_dir=Path(environ.get("SHARE_DATA_DIR", _local_data(environ))),
             database_url=environ.get("SHARE_DATABASE_URL", ""),
             centres=tuple(c for c in centres if c),
             default_centre=environ.get("SHARE_DEFAULT_CENTRE", centres[0] if centres else ""),

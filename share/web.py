@@ -279,8 +279,10 @@ class SlideAccess(Generic[T]):
         views: audit.ViewAggregator,
         resolve: Callable[[Request, str, Decision], T],
         not_found: Callable[[str], Exception] = SlideNotFoundError,
+        discover: Callable[[Request, str], str | None] | None = None,
     ) -> None:
         self.accounts = accounts
+        self.discover = discover
         self.views = views
         self.resolve = resolve
         self.not_found = not_found
@@ -290,6 +292,12 @@ class SlideAccess(Generic[T]):
     def __call__(self, request: Request, slide_id: str, action: Action = Action.SLIDE_VIEW) -> T:
         info = session_of(request)
         slide = self.accounts.slide(slide_id)
+        if slide is None and self.discover is not None:
+            name = self.discover(request, slide_id)
+            if name is not None:
+                self.accounts.register_slides([(slide_id, name)])
+                self.accounts.forget_slide(slide_id)
+                slide = self.accounts.slide(slide_id)
         decision = (
             authorize(info.principal, action, slide)
             if slide is not None
