@@ -37,6 +37,12 @@ async def serve_fast_tile(state: Any, scope: Scope, send: Send) -> bool:
     match = _DZ_TILE.fullmatch(scope["path"])
     if match is None or b"%" in scope.get("raw_path", b"%"):
         return False  # not a tile, or percent-encoded tricks: the checked route decides
+    fast_session = getattr(state, "fast_session", None)
+    if fast_session is not None:  # authentication is on: only sessions checked moments ago
+        session = fast_session(scope)
+        if session is None:
+            return False  # the middleware resolves (or rejects) it on the full stack
+        scope.setdefault("state", {})["session"] = session
     try:
         ref = state.slide_access(Request(scope), match[1])
         if ref.store.local_root is None:

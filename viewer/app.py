@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,9 +21,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
+from share.authz import Decision
+from share.config import ShareSettings
+from share.router import install_share
+from share.web import cached_session_of_scope
+from share.web import install_error_handlers as install_share_error_handlers
 from tiling import errors as tiling_errors
 from tiling.cache import DiskCache, MemoryCache, TileCache
-from tiling.catalog import Catalog
+from tiling.catalog import Catalog, SlideRef
+from tiling.errors import PyramidNotFoundError
 from tiling.fastpath import serve_fast_tile
 from tiling.router import allow_all
 from tiling.router import router as tiling_router
@@ -104,16 +112,41 @@ class IainApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: ServerSettings) -> FastAPI:
-    """The application; the data store is opened and scanned in the lifespan."""
+def _share_resolve(request: Request, slide_id: str, decision: Decision) -> SlideRef:
+    """What tile routes get from the hook once ``authorize`` allowed: the catalogue entry,
+    with the (possibly identifying) name replaced by the id for pseudonymised callers."""
+    ref = allow_all(request, slide_id)
+    return replace(ref, name=ref.id) if decision.pseudonymised else ref
+
+
+def _share_discover(request: Request, slide_id: str) -> str | None:
+    """Name of a catalogued slide not registered yet (found by a later catalogue refresh)."""
+    try:
+        return str(request.app.state.catalog.get(slide_id).name)
+    except PyramidNotFoundError:
+        return None
+
+
+def create_app(settings: ServerSettings, share: ShareSettings | None = None) -> FastAPI:
+    """The application; the data store is opened and scanned in the lifespan.
+
+    With ``share`` (what ``create_app_from_env`` passes) every route needs a session and
+    each slide goes through ``share.authz.authorize``; without it every slide is public.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.catalog.refresh()
+        if share is not None:  # slides found on disk belong to the default centre until moved
+            refs = app.state.catalog.slides()
+            app.state.accounts.register_slides((r.id, r.name) for r in refs)
         app.state.ready = True
         logger.info("serving %d slides", len(app.state.catalog.slides()))
         yield
         app.state.ready = False
+        if share is not None:  # pending slide views into the audit trail, then close the DB
+            app.state.view_aggregator.flush()
+            app.state.accounts.db.dispose()
 
     app = IainApp(title="IAIN", version="0.1.0", lifespan=lifespan)
     root = open_data_root(settings.data, settings.s3_endpoint_url or None)
@@ -153,6 +186,18 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     app.include_router(tiling_router)
     install_pages(app, required=False)  # GET /, /view/{id}, /static/...
+    if share is not None:  # last: authentication must be the outermost middleware
+        accounts = install_share(
+            app,
+            share,
+            resolve=_share_resolve,
+            not_found=PyramidNotFoundError,
+            discover=_share_discover,
+        )
+        install_share_error_handlers(app)
+        # The tile fast path runs before the middleware: it may only use a session this process
+        # checked moments ago; anything else falls through to AuthMiddleware and the routes.
+        app.state.fast_session = partial(cached_session_of_scope, accounts)
     return app
 
 
@@ -160,4 +205,5 @@ def create_app_from_env() -> FastAPI:
     """Factory for worker processes: settings come from ``IAIN_*`` variables."""
     import os
 
-    return create_app(ServerSettings.from_env(os.environ))
+    share = None if os.environ.get("IAIN_AUTH", "1") == "0" else ShareSettings.from_env(os.environ)
+    return create_app(ServerSettings.from_env(os.environ), share)
