@@ -16,6 +16,7 @@ claims are required and turns each failure into a specific :mod:`share.federatio
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -206,8 +207,13 @@ def sign_request(
     }
     if body:
         payload["bh"] = body_hash(body)
-    headers = {"typ": TOKEN_TYPE, "kid": key.public_jwk()["kid"]}
+    headers = {"typ": TOKEN_TYPE, "kid": _kid(key)}
     return jwt.encode(payload, key.private_key, algorithm=_ALGORITHM, headers=headers)
+
+
+@functools.lru_cache(maxsize=64)
+def _kid(key: NodeKey) -> str:
+    return key.public_jwk()["kid"]
 
 
 class ReplayCache:
@@ -250,8 +256,8 @@ def verify_request(
     """
     clock = time.time() if now is None else now
     try:
-        header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options={"verify_signature": False})
+        unverified_token = jwt.decode_complete(token, options={"verify_signature": False})
+        header, unverified = unverified_token["header"], unverified_token["payload"]
     except jwt.PyJWTError as exc:
         raise MalformedTokenError(f"not a signed token ({exc})") from exc
     if header.get("alg") != _ALGORITHM or header.get("typ") != TOKEN_TYPE:
