@@ -360,10 +360,14 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
-    """Caen (owner) and Lille (recipient): two real uvicorn processes on 127.0.0.1."""
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+    """Caen, Rouen, Lille: three real uvicorn processes on 127.0.0.1, each knowing the others.
+
+    Rouen's user is deliberately named ``dr.lille`` too: a same-named user at another centre.
+    """
     base = tmp_path_factory.mktemp("nodes")
-    keys = {name: NodeKey.generate(name) for name in ("caen", "lille")}
+    keys = {name: NodeKey.generate(name) for name in ("caen", "rouen", "lille")}
+    users = {"caen": "dr.caen", "rouen": "dr.lille", "lille": "dr.lille"}
     ports = {name: free_port() for name in keys}
     nodes: dict[str, Node] = {}
     processes: list[subprocess.Popen[bytes]] = []
@@ -391,7 +395,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, No
                 "FED_TEST_SHARES": str(home / "shares.json"),
                 "FED_TEST_PYRAMIDS": str(home / "pyramids"),
                 "FED_TEST_AUDIT": str(home / "audit.jsonl"),
-                "FED_TEST_USER": f"dr.{name}",
+                "FED_TEST_USER": users[name],
                 "FED_TEST_GROUPS": "uropath",
                 "FED_TEST_CACHE_TTL_S": str(RECIPIENT_CACHE_TTL_S),
             }

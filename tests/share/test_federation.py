@@ -46,10 +46,10 @@ from tests.share.conftest_federation import (
     canary_pyramid,
     canary_slide,
     free_port,
-    two_nodes,
+    nodes,
 )
 
-__all__ = ["canary_pyramid", "canary_slide", "two_nodes"]  # fixtures used by name
+__all__ = ["canary_pyramid", "canary_slide", "nodes"]  # fixtures used by name
 
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 KEY = NodeKey.generate("lille")
@@ -198,9 +198,9 @@ def _live_share(share_id: str, **changes: object) -> Share:
 
 
 def test_recipient_reads_a_tile_then_revocation_ends_it(
-    two_nodes: dict[str, Node], canary_pyramid: Path, canary_slide: CanarySlide
+    nodes: dict[str, Node], canary_pyramid: Path, canary_slide: CanarySlide
 ) -> None:
-    caen, lille = two_nodes["caen"], two_nodes["lille"]
+    caen, lille = nodes["caen"], nodes["lille"]
     share = _live_share("share-rev")
     _publish(caen, canary_pyramid, share)
     url = f"{lille.url}/shared/caen/{share.share_id}"
@@ -235,9 +235,9 @@ def test_recipient_reads_a_tile_then_revocation_ends_it(
 
 
 def test_expiry_ends_access_through_the_recipient(
-    two_nodes: dict[str, Node], canary_pyramid: Path
+    nodes: dict[str, Node], canary_pyramid: Path
 ) -> None:
-    caen, lille = two_nodes["caen"], two_nodes["lille"]
+    caen, lille = nodes["caen"], nodes["lille"]
     expiring = _live_share("share-exp", expires_at=datetime.now(UTC) + timedelta(seconds=2))
     _publish(caen, canary_pyramid, expiring)
     tile = f"{lille.url}/shared/caen/{expiring.share_id}/tiles/1/0_0.jpeg"
@@ -250,9 +250,9 @@ def test_expiry_ends_access_through_the_recipient(
 
 
 def test_owner_refuses_other_users_unsigned_and_unknown_nodes(
-    two_nodes: dict[str, Node], canary_pyramid: Path
+    nodes: dict[str, Node], canary_pyramid: Path
 ) -> None:
-    caen, lille = two_nodes["caen"], two_nodes["lille"]
+    caen, lille = nodes["caen"], nodes["lille"]
     share = _live_share("share-acl")
     _publish(caen, canary_pyramid, share)
     peer = Peer("caen", caen.url, load_public_key(caen.key.public_pem()))
@@ -275,10 +275,25 @@ def test_owner_refuses_other_users_unsigned_and_unknown_nodes(
     assert replay.json()["code"] == "token_replayed"
 
 
-def test_recipient_cache_is_bounded_per_caller_and_purged(
-    two_nodes: dict[str, Node], canary_pyramid: Path
+def test_a_same_named_user_at_another_centre_gets_nothing(
+    nodes: dict[str, Node], canary_pyramid: Path
 ) -> None:
-    caen, lille = two_nodes["caen"], two_nodes["lille"]
+    """Rouen's ``dr.lille`` is not Lille's ``dr.lille``: the owner checks the signing centre."""
+    caen, rouen, lille = nodes["caen"], nodes["rouen"], nodes["lille"]
+    share = _live_share("share-3")
+    _publish(caen, canary_pyramid, share)
+    tile = f"/shared/caen/{share.share_id}/tiles/0/0_0.jpeg"
+    assert httpx.get(f"{lille.url}{tile}", timeout=10).status_code == 200
+    assert httpx.get(f"{rouen.url}{tile}", timeout=10).status_code == 404
+    assert httpx.get(f"{rouen.url}/shared/caen", timeout=10).json() == []
+    assert httpx.get(f"{lille.url}/shared/rouen", timeout=10).json() == []  # Rouen shares nothing
+    assert httpx.get(f"{lille.url}/shared/brest", timeout=10).status_code == 404  # not a peer
+
+
+def test_recipient_cache_is_bounded_per_caller_and_purged(
+    nodes: dict[str, Node], canary_pyramid: Path
+) -> None:
+    caen, lille = nodes["caen"], nodes["lille"]
     share = _live_share("share-cache")
     _publish(caen, canary_pyramid, share)
     peer = Peer("caen", caen.url, load_public_key(caen.key.public_pem()))
@@ -311,10 +326,10 @@ def test_recipient_cache_is_bounded_per_caller_and_purged(
 
 
 def test_no_endpoint_returns_a_canary(
-    two_nodes: dict[str, Node], canary_pyramid: Path, canary_slide: CanarySlide
+    nodes: dict[str, Node], canary_pyramid: Path, canary_slide: CanarySlide
 ) -> None:
     """Every federation route of both nodes (enumerated, so a new route must be added here)."""
-    caen, lille = two_nodes["caen"], two_nodes["lille"]
+    caen, lille = nodes["caen"], nodes["lille"]
     share = _live_share("share-canary")
     _publish(caen, canary_pyramid, share)
     sid = share.share_id
