@@ -9,6 +9,10 @@ holds only
 - metadata rebuilt from an ALLOW-LIST (geometry, tile size, mpp, objective power, ICC profile),
   with the slide's name replaced by the share's pseudonym.
 
+A share may be limited to a REGION (level-0 pixels): only the tiles meeting it are written, and
+the tiles it crosses are decoded once and whitened outside it, at every level, so the rest of the
+slide is not visible even at low resolution.
+
 Nothing else is read into the output: not the ``associated/`` group (label, macro, thumbnail),
 not ``labels/``, not any attribute of the source (file name, sha256, dates, barcodes, vendor
 properties, operator). Unknown keys are dropped, never copied, so a converter that adds a new
@@ -17,6 +21,7 @@ field cannot leak it. The output appears atomically (temporary directory, then r
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -24,13 +29,17 @@ import os
 import re
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from PIL import Image
 
 from share.federation_errors import (
     DerivedExistsError,
     InvalidPseudonymError,
+    InvalidRegionError,
     SourcePyramidError,
 )
 from tiling.layout import ASSOCIATED_GROUP, IAIN_ATTR, JPEG_CODEC_NAME, LABELS_GROUP, chunk_key
@@ -38,6 +47,7 @@ from tiling.layout import ASSOCIATED_GROUP, IAIN_ATTR, JPEG_CODEC_NAME, LABELS_G
 __all__ = [
     "PSEUDONYM_PATTERN",
     "SharedPyramidInfo",
+    "SharedRegion",
     "derive_shared_pyramid",
     "read_shared_pyramid_info",
     "shared_tile_path",
@@ -55,6 +65,33 @@ _RGB_CHANNELS = (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))
 
 
 @dataclass(frozen=True, slots=True)
+class SharedRegion:
+    """A rectangle of the slide in level-0 pixels: top-left (x, y), size (width, height)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if self.x < 0 or self.y < 0 or self.width <= 0 or self.height <= 0:
+            raise InvalidRegionError(f"region {self.as_list()} must have x, y >= 0 and size > 0")
+
+    def as_list(self) -> list[int]:
+        return [self.x, self.y, self.width, self.height]
+
+    def at_level(self, level: int) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) at ``level``, rounded outwards (x1, y1 exclusive)."""
+        scale = 2**level
+        return (
+            self.x // scale,
+            self.y // scale,
+            -(-(self.x + self.width) // scale),
+            -(-(self.y + self.height) // scale),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class SharedPyramidInfo:
     """Everything a recipient may know about a shared slide; sizes (width, height) in pixels."""
 
@@ -67,6 +104,7 @@ class SharedPyramidInfo:
     mpp_x: float | None
     mpp_y: float | None
     objective_power: float | None
+    region: SharedRegion | None = None
 
     def grid(self, level: int) -> tuple[int, int]:
         """(columns, rows) of tiles at ``level`` (DeepZoom ceil-halving, as tiling/layout.py)."""
@@ -76,12 +114,18 @@ class SharedPyramidInfo:
         return math.ceil(width / self.tile_width), math.ceil(height / self.tile_height)
 
 
-def derive_shared_pyramid(source_store: Path | str, out: Path | str, *, pseudonym: str) -> Path:
+def derive_shared_pyramid(
+    source_store: Path | str,
+    out: Path | str,
+    *,
+    pseudonym: str,
+    region: SharedRegion | None = None,
+) -> Path:
     """Write the de-identified copy of the IAIN pyramid ``source_store`` at ``out``.
 
     ``out`` must not exist; it appears complete or not at all. Chunk files are hard-linked when
     source and output share a file system and the JPEG needs no cleaning, else copied.
-    Returns ``out``.
+    With ``region``, only that part of the slide is shared. Returns ``out``.
     """
     source = Path(source_store)
     target = Path(out)
@@ -93,13 +137,19 @@ def derive_shared_pyramid(source_store: Path | str, out: Path | str, *, pseudony
     levels = _level_paths(root)
     arrays = [_read_level(source, path) for path in levels]
     info = _allowed_info(root, arrays, pseudonym)
+    if region is not None:
+        if region.x + region.width > info.width or region.y + region.height > info.height:
+            raise InvalidRegionError(
+                f"region {region.as_list()} outside the slide ({info.width}x{info.height})"
+            )
+        info = replace(info, region=region)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
         _write_json(tmp / _ZARR_JSON, _root_metadata(info, root))
-        counts = [0, 0]
+        counts = [0, 0, 0]
         for level, array in enumerate(arrays):
             (tmp / str(level)).mkdir()
             _write_json(tmp / str(level) / _ZARR_JSON, _array_metadata(array))
@@ -109,11 +159,10 @@ def derive_shared_pyramid(source_store: Path | str, out: Path | str, *, pseudony
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info(
-        "derived shared pyramid %s: %d levels, %d chunks linked, %d cleaned",
+        "derived shared pyramid %s: %d levels, %d chunks linked, %d cleaned, %d cropped",
         pseudonym,
         len(arrays),
-        counts[0],
-        counts[1],
+        *counts,
     )
     return target
 
@@ -135,8 +184,11 @@ def read_shared_pyramid_info(store: Path | str) -> SharedPyramidInfo:
             mpp_x=_positive(attrs.get("mpp_x")),
             mpp_y=_positive(attrs.get("mpp_y")),
             objective_power=_positive(attrs.get("objective_power")),
+            region=SharedRegion(*(int(v) for v in attrs["region"]))
+            if attrs.get("region")
+            else None,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, InvalidRegionError) as exc:
         raise SourcePyramidError(f"derived pyramid metadata incomplete: {exc}") from exc
 
 
@@ -340,6 +392,8 @@ def _root_metadata(info: SharedPyramidInfo, source_root: dict[str, Any]) -> dict
         "mpp_y": info.mpp_y,
         "objective_power": info.objective_power,
     }
+    if info.region is not None:
+        iain["region"] = info.region.as_list()
     icc = source_root.get("attributes", {}).get(IAIN_ATTR, {}).get("icc_profile")
     if isinstance(icc, str) and re.fullmatch(r"[A-Za-z0-9+/=]{1,4000000}", icc):
         iain["icc_profile"] = icc  # base64 colour profile: allowed (calibration, not identity)
@@ -408,9 +462,18 @@ def _copy_chunks(
 ) -> None:
     """Copy the chunks of the grid only, by their computed keys (stray files are never walked)."""
     columns, rows = info.grid(level)
+    tile_w, tile_h = info.tile_width, info.tile_height
+    bounds = info.region.at_level(level) if info.region else None
     for row in range(rows):
         made = False
         for col in range(columns):
+            inside = True
+            if bounds is not None:
+                x0, y0, x1, y1 = bounds
+                tx, ty = col * tile_w, row * tile_h
+                if tx >= x1 or ty >= y1 or tx + tile_w <= x0 or ty + tile_h <= y0:
+                    continue  # outside the shared region: absent, i.e. white
+                inside = x0 <= tx and y0 <= ty and tx + tile_w <= x1 and ty + tile_h <= y1
             key = chunk_key(level, col, row)
             src = source / key
             if not src.is_file() or src.is_symlink():
@@ -420,6 +483,10 @@ def _copy_chunks(
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 made = True
             data = src.read_bytes()
+            if not inside and bounds is not None:
+                dst.write_bytes(_crop_tile(data, bounds, col * tile_w, row * tile_h))
+                counts[2] += 1
+                continue
             clean = strip_jpeg_metadata(data)
             if clean == data:
                 try:
@@ -430,6 +497,27 @@ def _copy_chunks(
             else:
                 dst.write_bytes(clean)
                 counts[1] += 1
+
+
+def _crop_tile(data: bytes, bounds: tuple[int, int, int, int], tile_x: int, tile_y: int) -> bytes:
+    """Decode a tile the region crosses, whiten what lies outside it, re-encode (no metadata)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = np.array(image.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise SourcePyramidError(f"undecodable chunk crossed by the region: {exc}") from exc
+    x0, y0, x1, y1 = (
+        bounds[0] - tile_x,
+        bounds[1] - tile_y,
+        bounds[2] - tile_x,
+        bounds[3] - tile_y,
+    )
+    keep = np.zeros(pixels.shape[:2], dtype=bool)
+    keep[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
+    pixels[~keep] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
 
 
 # Never referenced: named here so a reader sees what is excluded by construction.

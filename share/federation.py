@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from share.deidentify import SharedRegion
 from share.federation_errors import (
     PeerConfigError,
     ShareAccessError,
@@ -208,6 +209,7 @@ class Share:
     note: str = ""
     revoked_at: datetime | None = None
     created_at: datetime | None = None
+    region: SharedRegion | None = None  # level-0 pixels; None = the whole slide
 
     def revoke(self, now: datetime) -> Share:
         return self if self.revoked_at is not None else replace(self, revoked_at=now)
@@ -228,6 +230,7 @@ class Share:
             "note": self.note,
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
             "created_at": self.created_at.isoformat() if self.created_at else None,
+            "region": self.region.as_list() if self.region else None,
         }
 
     @classmethod
@@ -246,6 +249,7 @@ class Share:
             note=str(data.get("note", "")),
             revoked_at=_utc(data["revoked_at"]) if data.get("revoked_at") else None,
             created_at=_utc(data["created_at"]) if data.get("created_at") else None,
+            region=SharedRegion(*map(int, data["region"])) if data.get("region") else None,
         )
 
 

@@ -6,6 +6,7 @@
     ├── DeidentifyError                  a derived (shareable) pyramid cannot be made
     │   ├── SourcePyramidError           the source is not a readable IAIN pyramid
     │   ├── InvalidPseudonymError        (also ValueError) pseudonym not [A-Za-z0-9._-]{1,64}
+    │   ├── InvalidRegionError           (also ValueError) empty region, or outside the slide
     │   └── DerivedExistsError           (also FileExistsError) the output path is taken
     ├── NodeKeyError                     this node's private key is missing or unreadable
     ├── PeerConfigError                  the peers file / env is invalid (names the peer)
@@ -40,6 +41,7 @@ __all__ = [
     "DerivedExistsError",
     "FederationError",
     "InvalidPseudonymError",
+    "InvalidRegionError",
     "MalformedTokenError",
     "NodeKeyError",
     "PeerConfigError",
@@ -82,6 +84,10 @@ class SourcePyramidError(DeidentifyError):
 
 class InvalidPseudonymError(DeidentifyError, ValueError):
     code = "invalid_pseudonym"
+
+
+class InvalidRegionError(DeidentifyError, ValueError):
+    code = "invalid_region"
 
 
 class DerivedExistsError(DeidentifyError, FileExistsError):

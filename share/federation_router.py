@@ -237,6 +237,7 @@ def _info_json(info: SharedPyramidInfo) -> dict[str, Any]:
         "mpp_x": info.mpp_x,
         "mpp_y": info.mpp_y,
         "objective_power": info.objective_power,
+        "region": info.region.as_list() if info.region else None,
     }
 
 

@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from share.deidentify import SharedPyramidInfo
+from share.deidentify import SharedPyramidInfo, SharedRegion
 from share.federation import Peer, Permission
 from share.federation_errors import (
     PeerNotFoundError,
@@ -149,8 +149,9 @@ class HttpPeerClient:
                 mpp_x=_opt_float(data.get("mpp_x")),
                 mpp_y=_opt_float(data.get("mpp_y")),
                 objective_power=_opt_float(data.get("objective_power")),
+                region=SharedRegion(*map(int, data["region"])) if data.get("region") else None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:  # InvalidRegionError is a ValueError
             raise PeerProtocolError(f"{self._peer.name}: bad slide info ({exc})") from exc
 
     def read_tile(self, share_id: str, level: int, col: int, row: int, caller: Caller) -> bytes:

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from share.deidentify import (
+    SharedRegion,
     derive_shared_pyramid,
     read_shared_pyramid_info,
     shared_tile_path,
@@ -21,6 +22,7 @@ from share.deidentify import (
 from share.federation_errors import (
     DerivedExistsError,
     InvalidPseudonymError,
+    InvalidRegionError,
     SourcePyramidError,
 )
 from tests.share.conftest_federation import (
@@ -248,3 +250,44 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _tile(root: Path, level: int, col: int, row: int) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(shared_tile_path(root, level, col, row).read_bytes())))
+
+
+def test_region_share_holds_only_that_region_at_every_level(
+    canary_pyramid: Path, canary_slide: CanarySlide, tmp_path: Path
+) -> None:
+    region = SharedRegion(x=300, y=400, width=600, height=500)  # level-0 pixels
+    out = derive_shared_pyramid(canary_pyramid, tmp_path / "r.zarr", pseudonym="R", region=region)
+    assert read_shared_pyramid_info(out).region == region
+    level0 = {path.relative_to(out / "0/c/0").parts for path in (out / "0/c/0").rglob("*")}
+    files = {(int(c), int(r)) for r, c in (p for p in level0 if len(p) == 2)}
+    assert files == {(c, r) for c in (1, 2, 3) for r in (1, 2, 3)}
+    key = chunk_key(0, 2, 2)  # wholly inside: the stored JPEG, cleaned, never re-encoded
+    assert (out / key).read_bytes() == strip_jpeg_metadata((canary_pyramid / key).read_bytes())
+    corner = _tile(out, 0, 1, 1).astype(int)  # tile spans 256..512; region starts at 300, 400
+    source = _tile(canary_pyramid, 0, 1, 1).astype(int)
+    assert corner[:136, :].min() >= 252 and corner[:, :36].min() >= 252  # outside: white
+    assert np.abs(corner[150:, 50:] - source[150:, 50:]).mean() < 4  # inside: the slide
+    assert source[:136, :].min() < 250 and source[:, :36].min() < 250  # guard: glass is < 250
+    coarse = _tile(out, 4, 0, 0).astype(int)  # the whole slide in one tile at 1/16
+    whole = _tile(canary_pyramid, 4, 0, 0).astype(int)
+    x0, y0, x1, y1 = region.at_level(4)
+    assert coarse[y1 + 2 :, :].min() >= 245 and coarse[:, x1 + 2 :].min() >= 245
+    assert whole[y1 + 2 : 180, :x1].mean() < 235  # guard: tissue the region excludes
+    assert np.abs(coarse[y0:y1, x0:x1] - whole[y0:y1, x0:x1]).mean() < 4
+    blob = b"".join(path.read_bytes() for path in _all_files(out))
+    for needle in _needles(canary_slide):
+        assert needle not in blob
+
+
+def test_bad_regions(canary_pyramid: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidRegionError):
+        SharedRegion(0, 0, 0, 10)
+    with pytest.raises(InvalidRegionError, match="outside the slide"):
+        derive_shared_pyramid(
+            canary_pyramid, tmp_path / "x", pseudonym="P", region=SharedRegion(2000, 0, 500, 10)
+        )
+    assert not (tmp_path / "x").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from share.deidentify import derive_shared_pyramid
+from share.deidentify import SharedRegion, derive_shared_pyramid
 from share.federation import (
     FederationConfig,
     JsonShareFile,
@@ -172,7 +172,12 @@ def test_access_ends_at_expiry_not_a_second_later() -> None:
 def test_share_file_round_trip_and_reload(tmp_path: Path) -> None:
     store = JsonShareFile(tmp_path / "shares.json")
     assert store.get("s1") is None
-    share = _share(share_id=new_share_id(), pseudonym=new_pseudonym(), created_at=NOW)
+    share = _share(
+        share_id=new_share_id(),
+        pseudonym=new_pseudonym(),
+        created_at=NOW,
+        region=SharedRegion(10, 20, 300, 400),
+    )
     store.save([share])
     assert store.get(share.share_id) == share
     store.save([share.revoke(NOW)])
