@@ -145,3 +145,4 @@ class SlideInfo:
     associated_images: tuple[str, ...]
     stored_tiling: tuple[StoredTiling | None, ...]
     properties: Mapping[str, str] = field(default_factory=dict)
+    mpp_note: str | None = None  # why a declared mpp was ignored (e.g. a 72-dpi tag), if it was

@@ -1,0 +1,66 @@
+"""Converter settings (prefix ``TILING_``); frozen, read from the environment only on demand."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tiling.codec import DEFAULT_QUALITY, DEFAULT_SUBSAMPLING, SUBSAMPLINGS
+
+__all__ = ["TilingConfig"]
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not an integer") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class TilingConfig:
+    """How pyramids are built.
+
+    ``tile_size`` applies only when level 0 is re-encoded; copied levels keep the stored tile size.
+    ``subsampling`` is the JPEG chroma subsampling (420/422/444) of encoded tiles.
+    ``workers`` threads run JPEG work (libjpeg-turbo releases the GIL); 0 means one per core.
+    ``s3_options`` go to s3fs (endpoint_url, key, secret, ...) for ``s3://`` outputs.
+    """
+
+    quality: int = DEFAULT_QUALITY
+    subsampling: str = DEFAULT_SUBSAMPLING
+    tile_size: int = 256
+    workers: int = 0
+    s3_options: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality {self.quality} not in 1..100")
+        if self.subsampling not in SUBSAMPLINGS:
+            raise ValueError(f"subsampling {self.subsampling!r} not in {SUBSAMPLINGS}")
+        if self.tile_size < 16 or self.tile_size > 4096 or self.tile_size % 16:
+            raise ValueError(f"tile size {self.tile_size} must be a multiple of 16 in 16..4096")
+        if self.workers < 0:
+            raise ValueError(f"workers {self.workers} must be >= 0")
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or max(1, len(os.sched_getaffinity(0)))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TilingConfig:
+        env = os.environ if environ is None else environ
+        s3: dict[str, str] = {}
+        if env.get("TILING_S3_ENDPOINT_URL"):
+            s3["endpoint_url"] = env["TILING_S3_ENDPOINT_URL"]
+        return cls(
+            quality=_int(env, "TILING_QUALITY", DEFAULT_QUALITY),
+            subsampling=env.get("TILING_SUBSAMPLING") or DEFAULT_SUBSAMPLING,
+            tile_size=_int(env, "TILING_TILE_SIZE", 256),
+            workers=_int(env, "TILING_WORKERS", 0),
+            s3_options=s3,
+        )

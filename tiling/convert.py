@@ -1,0 +1,552 @@
+"""Build an IAIN pyramid (see :mod:`tiling.layout`) from any :class:`wsi.reader.SlideReader`.
+
+How it stays fast and small:
+
+- level 0 is copied chunk = stored tile, bit-identical, wherever the source stores JPEG tiles;
+  otherwise regions are read tile by tile and encoded once;
+- level 1 is made from level-0 JPEGs decoded at 1/2 scale by libjpeg's scaled IDCT (Pillow's
+  ``draft``), never by full decode + resize; edge tiles with odd sizes are decoded fully and
+  area-averaged so their last pixel is exact;
+- the pyramid is a quadtree reduction: each finished tile gives its 2x area-averaged quadrant
+  to its parent, which is encoded as soon as its (up to) four children arrived. Level-0 tiles go
+  in row-major order with a bounded number in flight, so pending parents hold one tile row
+  per level: memory is O(width), never O(area);
+- JPEG work runs on a thread pool (libjpeg-turbo and Pillow release the GIL).
+
+Atomic and resumable (local output): everything is written under ``OUT.partial-<sha[:12]>``,
+each chunk through a temp file + rename; a re-run with the same source and settings skips the
+chunks present; publishing is one ``renameat2(RENAME_EXCHANGE)`` (or rename-aside fallback).
+For ``s3://`` there is no rename: chunks go to OUT's prefix and the root ``zarr.json`` last.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from tiling._metadata import ROOT_KEY, pyramid_documents
+from tiling._sink import ChunkSink, LocalSink, StoreSink
+from tiling.codec import decode_jpeg, encode_jpeg
+from tiling.config import TilingConfig
+from tiling.errors import InvalidOutputError, OutputExistsError, SourceReadError, TilingError
+from tiling.layout import ASSOCIATED_GROUP, FILL_VALUE, PyramidSpec, chunk_key
+from wsi.errors import SlideError
+from wsi.reader import MAX_LEVEL0_PIXELS, MAX_SIDE_PX, Mpp, SlideReader
+
+__all__ = ["CONVERTER_VERSION", "Progress", "ProgressCallback", "build_pyramid", "source_digest"]
+
+logger = logging.getLogger(__name__)
+
+CONVERTER_VERSION = "iain-tiling 0.1.0"
+BUILD_MARKER = ".iain-build.json"  # in a partial output only; says which source/settings it holds
+
+RGB = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Tiles done out of the pyramid's total; ``skipped`` were already present (resume)."""
+
+    done: int
+    total: int
+    skipped: int
+    elapsed_s: float
+    phase: str  # "tiles" while building, "published" at the end
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def source_digest(path: Path) -> tuple[str, int]:
+    """(sha256 hex, size in bytes) of a slide file, or of a slide directory's files in order."""
+    digest = hashlib.sha256()
+    size = 0
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    return digest.hexdigest(), size
+
+
+# ---------------------------------------------------------------------------- pixels
+
+
+def downsample2(tile: RGB, valid_w: int, valid_h: int) -> RGB:
+    """2x area average of ``tile[:valid_h, :valid_w]`` into a half-size tile padded with white.
+
+    An odd last row/column averages with itself (the DeepZoom ceil rule), so edges stay exact.
+    """
+    th, tw = tile.shape[0] // 2, tile.shape[1] // 2
+    out = np.full((th, tw, 3), FILL_VALUE, dtype=np.uint8)
+    src = tile[:valid_h, :valid_w]
+    if valid_h % 2 or valid_w % 2:
+        src = np.pad(src, ((0, valid_h % 2), (0, valid_w % 2), (0, 0)), mode="edge")
+    acc = src[0::2, 0::2].astype(np.uint16)
+    acc += src[1::2, 0::2]
+    acc += src[0::2, 1::2]
+    acc += src[1::2, 1::2]
+    acc += 2
+    acc >>= 2
+    out[: acc.shape[0], : acc.shape[1]] = acc
+    return out
+
+
+def half_decode(data: bytes, tile_w: int, tile_h: int) -> RGB | None:
+    """Decode a JPEG at 1/2 scale with libjpeg's scaled IDCT; None when the decoder cannot."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format != "JPEG" or image.size != (tile_w, tile_h):
+                return None
+            image.draft("RGB", (tile_w // 2, tile_h // 2))
+            if image.size != (tile_w // 2, tile_h // 2):
+                return None
+            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError):
+        return None
+    return array
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def _renameat2_exchange(old: Path, new: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False when unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    func = getattr(libc, "renameat2", None)
+    if func is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = func(at_fdcwd, os.fsencode(old), at_fdcwd, os.fsencode(new), rename_exchange)
+    if result == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(new))
+
+
+def _publish_local(partial: Path, out: Path) -> None:
+    """Make ``partial`` appear at ``out``: OUT holds the old or the new pyramid at every instant."""
+    if out.exists() and _renameat2_exchange(partial, out):
+        shutil.rmtree(partial)  # now the old pyramid
+        return
+    if out.exists():
+        aside = out.with_name(f"{out.name}.old-{os.getpid()}")
+        os.rename(out, aside)
+        os.rename(partial, out)
+        shutil.rmtree(aside)
+        return
+    os.rename(partial, out)
+
+
+def _open_s3(url: str, config: TilingConfig) -> StoreSink:
+    from zarr.storage import FsspecStore
+
+    try:
+        store = FsspecStore.from_url(url, storage_options=dict(config.s3_options), read_only=False)
+    except (ValueError, ImportError) as exc:
+        raise InvalidOutputError(f"cannot open {url}: {exc}") from exc
+    return StoreSink(store)
+
+
+# ---------------------------------------------------------------------------- the build
+
+
+@dataclass(slots=True)
+class _Parent:
+    pixels: RGB
+    remaining: int
+
+
+class _Builder:
+    """One pyramid build: the quadtree reduction over a thread pool."""
+
+    def __init__(
+        self,
+        reader: SlideReader,
+        sink: ChunkSink,
+        spec: PyramidSpec,
+        *,
+        copy_level0: bool,
+        quality: int,
+        subsampling: str,
+        workers: int,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.reader = reader
+        self.sink = sink
+        self.spec = spec
+        self.copy = copy_level0
+        self.quality = quality
+        self.subsampling = subsampling
+        self.workers = workers
+        self.progress = progress
+        self.levels = spec.level_count
+        self.grids = [spec.grid(level) for level in range(self.levels)]
+        self.sizes = [spec.level_size(level) for level in range(self.levels)]
+        self.total = sum(cols * rows for cols, rows in self.grids)
+        self.done = 0
+        self.skipped = 0
+        self.started = time.monotonic()
+        self._stored_lock = threading.Lock()
+        self._parents: list[dict[tuple[int, int], _Parent]] = [{} for _ in range(self.levels)]
+        self._last_report = 0.0
+
+    def _count_skip(self) -> None:
+        with self._stored_lock:
+            self.skipped += 1
+
+    def _valid(self, level: int, col: int, row: int) -> tuple[int, int]:
+        width, height = self.sizes[level]
+        return (
+            min(self.spec.tile_width, width - col * self.spec.tile_width),
+            min(self.spec.tile_height, height - row * self.spec.tile_height),
+        )
+
+    def _children(self, level: int, col: int, row: int) -> int:
+        """How many tiles of ``level - 1`` feed tile (col, row) of ``level``."""
+        cols, rows = self.grids[level - 1]
+        return (min(2 * col + 2, cols) - 2 * col) * (min(2 * row + 2, rows) - 2 * row)
+
+    # -- tasks (run on the pool)
+
+    def _level0_task(self, col: int, row: int) -> tuple[int, int, int, RGB | None]:
+        key = chunk_key(0, col, row)
+        valid_w, valid_h = self._valid(0, col, row)
+        tw, th = self.spec.tile_width, self.spec.tile_height
+        data = self.sink.read(key) if self.sink.exists(key) else None
+        pixels: RGB | None = None
+        if data is not None:
+            self._count_skip()
+        elif self.copy:
+            with self._stored_lock:
+                data = self.reader.read_stored_tile(0, col, row)
+            self.sink.write(key, data)
+        else:
+            region = self.reader.read_region((col * tw, row * th), 0, (valid_w, valid_h))
+            pixels = np.full((th, tw, 3), FILL_VALUE, dtype=np.uint8)
+            pixels[:valid_h, :valid_w] = region[:valid_h, :valid_w, :3]
+            data = encode_jpeg(pixels, self.quality, self.subsampling)
+            self.sink.write(key, data)
+        if self.levels == 1:
+            return 0, col, row, None
+        if pixels is None and valid_w % 2 == 0 and valid_h % 2 == 0:
+            half = half_decode(data, tw, th)
+            if half is not None:
+                if valid_w < tw or valid_h < th:  # the stored tile's padding is not ours
+                    half = half.copy()
+                    half[valid_h // 2 :] = FILL_VALUE
+                    half[:, valid_w // 2 :] = FILL_VALUE
+                return 0, col, row, half
+        if pixels is None:
+            pixels = self._full_decode(data, col, row)
+        return 0, col, row, downsample2(pixels, valid_w, valid_h)
+
+    def _full_decode(self, data: bytes, col: int, row: int) -> RGB:
+        tw, th = self.spec.tile_width, self.spec.tile_height
+        try:
+            pixels = decode_jpeg(data)
+        except TilingError as exc:
+            raise SourceReadError(f"stored tile ({col}, {row}) of level 0: {exc}") from exc
+        if pixels.shape[0] < th or pixels.shape[1] < tw:
+            raise SourceReadError(
+                f"stored tile ({col}, {row}) is {pixels.shape[1]}x{pixels.shape[0]}, "
+                f"expected {tw}x{th}"
+            )
+        return pixels[:th, :tw]
+
+    def _reduced_task(
+        self, level: int, col: int, row: int, pixels: RGB
+    ) -> tuple[int, int, int, RGB | None]:
+        key = chunk_key(level, col, row)
+        if self.sink.exists(key):
+            self._count_skip()
+        else:
+            self.sink.write(key, encode_jpeg(pixels, self.quality, self.subsampling))
+        if level + 1 >= self.levels:
+            return level, col, row, None
+        valid_w, valid_h = self._valid(level, col, row)
+        return level, col, row, downsample2(pixels, valid_w, valid_h)
+
+    # -- the driver (main thread)
+
+    def _give_quadrant(self, level: int, col: int, row: int, quadrant: RGB) -> RGB | None:
+        """Place a child's quadrant into its parent at ``level + 1``; the parent when complete."""
+        parent_level = level + 1
+        key = (col // 2, row // 2)
+        parents = self._parents[parent_level]
+        parent = parents.get(key)
+        if parent is None:
+            th, tw = self.spec.tile_height, self.spec.tile_width
+            parent = _Parent(
+                np.full((th, tw, 3), FILL_VALUE, dtype=np.uint8),
+                self._children(parent_level, *key),
+            )
+            parents[key] = parent
+        qh, qw = quadrant.shape[:2]
+        y0, x0 = (row % 2) * qh, (col % 2) * qw
+        parent.pixels[y0 : y0 + qh, x0 : x0 + qw] = quadrant
+        parent.remaining -= 1
+        if parent.remaining:
+            return None
+        del parents[key]
+        return parent.pixels
+
+    def _report(self, final: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if not final and now - self._last_report < 0.1 and self.done < self.total:
+            return
+        self._last_report = now
+        phase = "published" if final else "tiles"
+        self.progress(
+            Progress(self.done, self.total, self.skipped, now - self.started, phase=phase)
+        )
+
+    def run(self) -> None:
+        cols0, rows0 = self.grids[0]
+        order: Iterator[tuple[int, int]] = ((c, r) for r in range(rows0) for c in range(cols0))
+        max_inflight = max(4 * self.workers, 8)
+        inflight: set[Future[tuple[int, int, int, RGB | None]]] = set()
+        exhausted = False
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="iain-tile") as pool:
+            try:
+                while True:
+                    while not exhausted and len(inflight) < max_inflight:
+                        nxt = next(order, None)
+                        if nxt is None:
+                            exhausted = True
+                            break
+                        inflight.add(pool.submit(self._level0_task, *nxt))
+                    if not inflight:
+                        break
+                    finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        level, col, row, quadrant = future.result()
+                        self.done += 1
+                        if quadrant is None:
+                            continue
+                        parent = self._give_quadrant(level, col, row, quadrant)
+                        if parent is not None:
+                            inflight.add(
+                                pool.submit(
+                                    self._reduced_task, level + 1, col // 2, row // 2, parent
+                                )
+                            )
+                    self._report()
+            except BaseException:
+                for future in inflight:
+                    future.cancel()
+                raise
+        if any(self._parents):
+            raise RuntimeError("pyramid build ended with incomplete parent tiles")  # a bug
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def _check_geometry(reader: SlideReader) -> tuple[int, int]:
+    try:
+        width, height = reader.level_dimensions[0]
+    except (IndexError, TypeError, ValueError) as exc:
+        raise SourceReadError(f"slide reports no level 0 ({exc})") from exc
+    if width <= 0 or height <= 0:
+        raise SourceReadError(f"slide level 0 is {width}x{height}")
+    if width > MAX_SIDE_PX or height > MAX_SIDE_PX or width * height > MAX_LEVEL0_PIXELS:
+        raise SourceReadError(f"slide level 0 is {width}x{height}, beyond the accepted size")
+    return width, height
+
+
+def _level0_tiling(
+    reader: SlideReader, width: int, height: int, config: TilingConfig
+) -> tuple[int, int, bool]:
+    """(tile_width, tile_height, copy): copy when level 0 is stored as whole-grid JPEG tiles."""
+    stored = reader.stored_tiling(0)
+    if (
+        stored is not None
+        and stored.compression == "jpeg"
+        and stored.tile_width % 16 == 0
+        and stored.tile_height % 16 == 0
+        and 16 <= stored.tile_width <= 4096
+        and 16 <= stored.tile_height <= 4096
+        and stored.columns == math.ceil(width / stored.tile_width)
+        and stored.rows == math.ceil(height / stored.tile_height)
+    ):
+        return stored.tile_width, stored.tile_height, True
+    return config.tile_size, config.tile_size, False
+
+
+def _associated(reader: SlideReader) -> dict[str, np.ndarray]:
+    images: dict[str, np.ndarray] = {}
+    for name in reader.associated_images:
+        try:
+            pixels = np.ascontiguousarray(reader.read_associated(name)[:, :, :3], dtype=np.uint8)
+        except SlideError as exc:
+            logger.warning("associated image %s unreadable, not copied: %s", name, exc)
+            continue
+        images[name] = pixels
+    return images
+
+
+def build_pyramid(
+    reader: SlideReader,
+    out: str | Path,
+    *,
+    config: TilingConfig | None = None,
+    progress: ProgressCallback | None = None,
+    overwrite: bool = False,
+    mpp: Mpp | None = None,
+) -> PyramidSpec:
+    """Convert ``reader``'s slide to an IAIN pyramid at ``out`` (a directory or an s3:// URL).
+
+    ``mpp`` overrides the reader's microns per pixel. Returns the written pyramid's geometry.
+    Raises :class:`OutputExistsError` when OUT exists and ``overwrite`` is False, and
+    :class:`SourceReadError` when the slide fails mid-way (nothing is left at OUT then).
+    """
+    config = config or TilingConfig()
+    width, height = _check_geometry(reader)
+    tile_w, tile_h, copy = _level0_tiling(reader, width, height, config)
+    slide_mpp = mpp or reader.mpp
+    spec = PyramidSpec(width, height, tile_w, tile_h, slide_mpp.x, slide_mpp.y)
+    sha, size = source_digest(Path(reader.path))
+    params = {
+        "source_sha256": sha,
+        "tile": [tile_w, tile_h],
+        "quality": config.quality,
+        "subsampling": config.subsampling,
+        "copy": copy,
+        "converter": CONVERTER_VERSION,
+    }
+    out_str = str(out)
+    is_s3 = out_str.startswith("s3://")
+    name = Path(reader.path).name
+    if name.endswith(".dcm") and Path(reader.path).parent.name:
+        name = Path(reader.path).parent.name
+    info: dict[str, Any] = {
+        "name": name,
+        "vendor": reader.vendor,
+        "backend": reader.backend,
+        "width": width,
+        "height": height,
+        "tile_width": tile_w,
+        "tile_height": tile_h,
+        "mpp": {"x": slide_mpp.x, "y": slide_mpp.y, "source": str(slide_mpp.source)},
+        "objective_power": reader.objective_power,
+        "source_sha256": sha,
+        "source_size": size,
+        "level0": "copied" if copy else "re-encoded",
+        "quality": config.quality,
+        "subsampling": config.subsampling,
+        "converter_version": CONVERTER_VERSION,
+    }
+
+    if is_s3:
+        sink: LocalSink | StoreSink = _open_s3(out_str.rstrip("/"), config)
+        partial: Path | None = None
+        target: Path | None = None
+        marker = sink.read(BUILD_MARKER)
+        if sink.exists(ROOT_KEY) and marker is None:
+            if not overwrite:
+                raise OutputExistsError(f"{out_str} already holds a pyramid (use --overwrite)")
+            sink.clear()
+        elif marker is not None and json.loads(marker) != params:
+            sink.clear()
+        elif sink.exists(ROOT_KEY):
+            sink.remove(ROOT_KEY)
+    else:
+        target = Path(out_str)
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"{target} exists (use --overwrite to replace it)")
+        if not target.parent.is_dir():
+            raise InvalidOutputError(f"{target.parent} is not a directory")
+        partial = target.with_name(f"{target.name}.partial-{sha[:12]}")
+        sink = LocalSink(partial)
+        marker = sink.read(BUILD_MARKER)
+        if partial.exists() and (marker is None or json.loads(marker) != params):
+            logger.info("discarding a partial output built from other settings")
+            sink.clear()
+        partial.mkdir(exist_ok=True)
+    resumed = marker is not None
+    sink.write(BUILD_MARKER, json.dumps(params).encode())
+    logger.info(
+        "converting %dx%d, %d levels, tile %dx%d, level 0 %s%s",
+        width,
+        height,
+        spec.level_count,
+        tile_w,
+        tile_h,
+        "copied" if copy else "re-encoded",
+        " (resuming)" if resumed else "",
+    )
+
+    builder = _Builder(
+        reader,
+        sink,
+        spec,
+        copy_level0=copy,
+        quality=config.quality,
+        subsampling=config.subsampling,
+        workers=config.worker_count,
+        progress=progress,
+    )
+    try:
+        documents = pyramid_documents(
+            spec,
+            name=name,
+            quality=config.quality,
+            subsampling=config.subsampling,
+            info=info,
+            icc_profile=reader.icc_profile,
+            associated=_associated(reader),
+        )
+        for key, data in documents.items():
+            if key != ROOT_KEY:
+                sink.write(key, data)
+        if partial is not None and (partial / ASSOCIATED_GROUP).is_dir():
+            os.chmod(partial / ASSOCIATED_GROUP, 0o700)
+        builder.run()
+        sink.write(ROOT_KEY, documents[ROOT_KEY])
+        sink.remove(BUILD_MARKER)
+    except (SlideError, SourceReadError) as exc:
+        # the same bytes would fail again: nothing to resume, leave nothing behind
+        sink.clear()
+        if isinstance(exc, SourceReadError):
+            raise
+        raise SourceReadError(f"{type(exc).__name__}: {exc}") from exc
+    if partial is not None and target is not None:
+        _publish_local(partial, target)
+    builder._report(final=True)
+    logger.info(
+        "converted %d tiles (%d already present) in %.1f s",
+        builder.done,
+        builder.skipped,
+        time.monotonic() - builder.started,
+    )
+    return replace(spec)
