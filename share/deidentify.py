@@ -61,6 +61,7 @@ _ZARR_JSON = "zarr.json"
 # Array metadata keys that describe storage only; everything else (attributes, ...) is dropped.
 _ARRAY_KEYS = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value")
 _ALLOWED_CODECS = {"transpose", JPEG_CODEC_NAME, "bytes"}
+_ICC_KEY = "icc_profile_base64"  # as tiling.convert writes it
 _RGB_CHANNELS = (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))
 
 
@@ -394,9 +395,9 @@ def _root_metadata(info: SharedPyramidInfo, source_root: dict[str, Any]) -> dict
     }
     if info.region is not None:
         iain["region"] = info.region.as_list()
-    icc = source_root.get("attributes", {}).get(IAIN_ATTR, {}).get("icc_profile")
+    icc = source_root.get("attributes", {}).get(IAIN_ATTR, {}).get(_ICC_KEY)
     if isinstance(icc, str) and re.fullmatch(r"[A-Za-z0-9+/=]{1,4000000}", icc):
-        iain["icc_profile"] = icc  # base64 colour profile: allowed (calibration, not identity)
+        iain[_ICC_KEY] = icc  # base64 colour profile: allowed (calibration, not identity)
     return {
         "zarr_format": 3,
         "node_type": "group",

@@ -45,7 +45,9 @@ from share.federation_router import (
 )
 from share.peers import CachingPeerClient, Caller, HttpPeerClient
 from share.signing import NodeKey
+from tiling.convert import build_pyramid
 from tiling.layout import ASSOCIATED_GROUP, IAIN_ATTR, JPEG_CODEC_NAME, chunk_key
+from wsi import open_slide
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -261,6 +263,18 @@ def write_leaky_pyramid(slide_path: Path, out: Path, *, max_side: int = 4096) ->
 @pytest.fixture(scope="module")
 def canary_slide(slides_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> CanarySlide:
     return write_canary_svs(slides_dir / "CMU-1-Small-Region.svs", tmp_path_factory.mktemp("svs"))
+
+
+@pytest.fixture(scope="module")
+def converted_canary(canary_slide: CanarySlide, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The canary slide through the real converter (``tiling.convert.build_pyramid``)."""
+    out = tmp_path_factory.mktemp("conv") / "slide.zarr"
+    reader = open_slide(canary_slide.path)
+    try:
+        build_pyramid(reader, out)
+    finally:
+        reader.close()
+    return out
 
 
 @pytest.fixture(scope="module")

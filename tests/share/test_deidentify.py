@@ -31,11 +31,12 @@ from tests.share.conftest_federation import (
     CanarySlide,
     canary_pyramid,
     canary_slide,
+    converted_canary,
     write_leaky_pyramid,
 )
 from tiling.layout import chunk_key
 
-__all__ = ["canary_pyramid", "canary_slide"]  # fixtures used by name
+__all__ = ["canary_pyramid", "canary_slide", "converted_canary"]  # fixtures used by name
 
 PSEUDONYM = "SHR-7f3a9c"
 
@@ -92,6 +93,26 @@ def test_no_canary_in_any_byte_of_the_derived_store(
             assert needle.decode("latin-1") not in rel
 
 
+def test_real_converter_output_derives_without_canaries(
+    canary_slide: CanarySlide, converted_canary: Path, tmp_path: Path
+) -> None:
+    """The same canary slide through ``tiling.convert``: identifiers in, none out."""
+    source_blob = b"".join(path.read_bytes() for path in _all_files(converted_canary))
+    assert canary_slide.path.name.encode() in source_blob  # guard: the converter keeps them
+    assert canary_slide.sha256.encode() in source_blob
+    assert (converted_canary / "associated" / "label").is_dir()
+    out = derive_shared_pyramid(converted_canary, tmp_path / "shared.zarr", pseudonym=PSEUDONYM)
+    for path in _all_files(out):
+        data = path.read_bytes()
+        for needle in _needles(canary_slide):
+            assert needle not in data, f"{needle!r} leaked in {path.relative_to(out)}"
+    assert not (out / "associated").exists()
+    info = read_shared_pyramid_info(out)
+    assert (info.width, info.height, info.mpp_x, info.objective_power) == (2220, 2967, 0.499, 20)
+    key = chunk_key(0, 1, 1)
+    assert strip_jpeg_metadata((converted_canary / key).read_bytes()) == (out / key).read_bytes()
+
+
 def test_derived_store_holds_only_levels_and_metadata(derived: Path) -> None:
     info = read_shared_pyramid_info(derived)
     for path in _all_files(derived):
@@ -137,7 +158,7 @@ def test_allow_listed_metadata_and_pseudonym(derived: Path) -> None:
         "mpp_x",
         "mpp_y",
         "objective_power",
-        "icc_profile",
+        "icc_profile_base64",
     }
     assert root["attributes"]["ome"]["multiscales"][0]["name"] == PSEUDONYM
     info = read_shared_pyramid_info(derived)
