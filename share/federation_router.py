@@ -15,7 +15,8 @@ app's ``current_caller`` dependency, which this module leaves to the accounts wi
     GET /shared/{peer}/{share_id}/tiles/{level}/{col}_{row}.jpeg
 
 Every share refusal is the same 404 as an unknown share (nothing to probe). The app maps
-errors to statuses with :data:`ERROR_STATUS` through :func:`federation_error_handler`.
+errors to statuses with :data:`ERROR_STATUS` through :func:`federation_error_handler`, answering
+``{"error": code, "detail": message}`` like ``viewer.app``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 
 from share.deidentify import SharedPyramidInfo, read_shared_pyramid_info, shared_tile_path
-from share.federation import FederationConfig, Share, ShareRegistry, authorize_share
+from share.federation import (
+    FederationAccess,
+    FederationConfig,
+    Share,
+    ShareRegistry,
+    authorize_share,
+)
 from share.federation_errors import (
     FederationError,
     MalformedTokenError,
@@ -50,7 +57,6 @@ from share.signing import ReplayCache, verify_request
 
 __all__ = [
     "ERROR_STATUS",
-    "FederationAccess",
     "OwnerState",
     "RecipientState",
     "current_caller",
@@ -70,19 +76,6 @@ ERROR_STATUS: dict[type[FederationError], int] = {
     FederationError: 500,
 }
 _TILE_CACHE_CONTROL = "private, max-age=30"  # well inside the 60 s access-end promise
-
-
-@dataclass(frozen=True, slots=True)
-class FederationAccess:
-    """One decided peer request, for the owner's audit trail (data, not a log line)."""
-
-    at: datetime
-    peer: str
-    subject: str
-    share_id: str
-    what: str  # "list" | "info" | "tile 0/3_4"
-    allowed: bool
-    reason: str  # error code when refused
 
 
 @dataclass
@@ -113,9 +106,9 @@ def federation_error_handler(request: Request, exc: Exception) -> JSONResponse:
             break
     code = getattr(exc, "code", "federation_error")
     if status == 404:
-        return JSONResponse({"code": "not_found", "detail": "not found"}, status_code=404)
+        return JSONResponse({"error": "not_found", "detail": "not found"}, status_code=404)
     headers = {"WWW-Authenticate": 'Bearer realm="iain-federation"'} if status == 401 else None
-    return JSONResponse({"code": code, "detail": str(exc)}, status_code=status, headers=headers)
+    return JSONResponse({"error": code, "detail": str(exc)}, status_code=status, headers=headers)
 
 
 def _owner(request: Request) -> OwnerState:
@@ -148,14 +141,22 @@ ClaimsDep = Annotated[dict[str, Any], Depends(_verified_claims)]
 owner_router = APIRouter(prefix="/federation", tags=["federation"])
 
 
-def _decide(state: OwnerState, claims: Mapping[str, Any], share_id: str, what: str) -> Share:
+def _decide(
+    state: OwnerState,
+    claims: Mapping[str, Any],
+    share_id: str,
+    action: str,
+    tile: tuple[int, int, int] | None = None,
+) -> Share:
     now = state.clock()
+    share = state.shares.get(share_id)
     try:
-        share = authorize_share(state.shares.get(share_id), claims, now)
+        authorize_share(share, claims, now)
     except ShareAccessError as exc:
-        _audit(state, claims, share_id, what, now, exc.code)
+        _audit(state, claims, share_id, share, action, tile, now, exc.code)
         raise
-    _audit(state, claims, share_id, what, now, "")
+    assert share is not None  # authorize_share refuses None
+    _audit(state, claims, share_id, share, action, tile, now, "")
     return share
 
 
@@ -163,7 +164,9 @@ def _audit(
     state: OwnerState,
     claims: Mapping[str, Any],
     share_id: str,
-    what: str,
+    share: Share | None,
+    action: str,
+    tile: tuple[int, int, int] | None,
     now: datetime,
     refused: str,
 ) -> None:
@@ -172,13 +175,16 @@ def _audit(
         peer=str(claims.get("iss")),
         subject=str(claims.get("sub")),
         share_id=share_id,
-        what=what,
+        action=action,
         allowed=not refused,
         reason=refused,
+        slide_id=share.slide_id if share else None,
+        owner_centre=share.owner_centre if share else state.config.node,
+        tile=tile,
     )
     if state.audit is not None:
         state.audit(access)
-    logger.debug("federation %s %s by %s: %s", what, share_id[:6], access.peer, refused or "ok")
+    logger.debug("federation %s by %s: %s", action, access.peer, refused or "ok")
 
 
 @owner_router.get("/shares")
@@ -187,7 +193,7 @@ def list_shares(state: OwnerDep, claims: ClaimsDep) -> list[dict[str, Any]]:
     found = state.shares.for_recipient(
         str(claims["iss"]), str(claims["sub"]), groups if isinstance(groups, list) else []
     )
-    _audit(state, claims, "*", "list", state.clock(), "")
+    _audit(state, claims, "*", None, "list", None, state.clock(), "")
     return [
         {
             "share_id": share.share_id,
@@ -211,7 +217,7 @@ def share_info(share_id: str, state: OwnerDep, claims: ClaimsDep) -> dict[str, A
 def share_tile(
     share_id: str, level: int, col: int, row: int, state: OwnerDep, claims: ClaimsDep
 ) -> Response:
-    share = _decide(state, claims, share_id, f"tile {level}/{col}_{row}")
+    share = _decide(state, claims, share_id, "tile", (level, col, row))
     root = state.pyramid_for(share)
     info = read_shared_pyramid_info(root)
     if not 0 <= level < info.level_count:

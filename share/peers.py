@@ -245,7 +245,7 @@ def _error_code(response: httpx.Response) -> str:
         body = json.loads(head)
     except (httpx.HTTPError, ValueError):
         return "?"
-    code = body.get("code") if isinstance(body, dict) else None
+    code = body.get("error") if isinstance(body, dict) else None
     return str(code)[:64] if code else "?"
 
 

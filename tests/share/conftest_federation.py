@@ -26,16 +26,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import openslide
 import pytest
-import tifffile
 from fastapi import FastAPI
 from PIL import Image, ImageDraw
 
-from share.federation import FederationConfig, JsonShareFile
+from share.federation import FederationAccess, FederationConfig, JsonShareFile
 from share.federation_errors import FederationError
 from share.federation_router import (
-    FederationAccess,
     OwnerState,
     RecipientState,
     current_caller,
@@ -45,9 +42,7 @@ from share.federation_router import (
 )
 from share.peers import CachingPeerClient, Caller, HttpPeerClient
 from share.signing import NodeKey
-from tiling.convert import build_pyramid
 from tiling.layout import ASSOCIATED_GROUP, IAIN_ATTR, JPEG_CODEC_NAME, chunk_key
-from wsi import open_slide
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,6 +81,8 @@ def _draw_canary_image(width: int, height: int, base: np.ndarray | None) -> np.n
 
 def write_canary_svs(source_svs: Path, directory: Path) -> CanarySlide:
     """Rewrite ``source_svs`` as an Aperio SVS whose metadata and images carry the canaries."""
+    import tifffile  # lazy here and below: the uvicorn node processes import this module too
+
     with tifffile.TiffFile(source_svs) as tif:
         level0 = tif.pages[0].asarray()
         thumbnail = tif.pages[1].asarray()
@@ -177,6 +174,8 @@ def write_leaky_pyramid(slide_path: Path, out: Path, *, max_side: int = 4096) ->
 
     Pixels are the top-left ``max_side`` square of level 0 at most (keeps real slides quick).
     """
+    import openslide
+
     slide = openslide.OpenSlide(slide_path)
     try:
         width, height = (min(side, max_side) for side in slide.dimensions)
@@ -268,6 +267,9 @@ def canary_slide(slides_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def converted_canary(canary_slide: CanarySlide, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The canary slide through the real converter (``tiling.convert.build_pyramid``)."""
+    from tiling.convert import build_pyramid
+    from wsi import open_slide
+
     out = tmp_path_factory.mktemp("conv") / "slide.zarr"
     reader = open_slide(canary_slide.path)
     try:
@@ -299,6 +301,7 @@ def node_app() -> FastAPI:
 
     def audit(access: FederationAccess) -> None:
         record = dataclasses.asdict(access) | {"at": access.at.isoformat()}
+        record["what"] = "tile {}/{}_{}".format(*access.tile) if access.tile else access.action
         with audit_lock, audit_file.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
 

@@ -10,8 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from share import audit
+from share.audit import ViewAggregator
+from share.db import open_database
 from share.deidentify import SharedRegion, derive_shared_pyramid
 from share.federation import (
+    FederationAccess,
+    FederationAuditTrail,
     FederationConfig,
     JsonShareFile,
     Peer,
@@ -185,6 +190,61 @@ def test_share_file_round_trip_and_reload(tmp_path: Path) -> None:
     assert new_pseudonym() != new_pseudonym()
 
 
+def test_peer_accesses_land_in_the_hash_chained_audit_trail(tmp_path: Path) -> None:
+    """Granted tiles aggregate into regions seen; refusals are one record each; chain verifies."""
+    db = open_database(f"sqlite:///{tmp_path / 'caen.db'}")
+    try:
+        aggregator = ViewAggregator(db, flush_s=3600)
+        trail = FederationAuditTrail(db, aggregator)
+        base = {"at": NOW, "peer": "lille", "subject": "dr.lille", "share_id": "s1"}
+        owner = {"slide_id": "caen-slide-0001", "owner_centre": "caen"}
+        for col, row in ((3, 4), (5, 2)):
+            trail(
+                FederationAccess(
+                    **base, action="tile", allowed=True, reason="", **owner, tile=(0, col, row)
+                )
+            )
+        trail(
+            FederationAccess(
+                **base,
+                action="tile",
+                allowed=False,
+                reason="share_revoked",
+                **owner,
+                tile=(0, 3, 4),
+            )
+        )
+        trail(
+            FederationAccess(
+                **base | {"share_id": "nope"},
+                action="info",
+                allowed=False,
+                reason="share_not_found",
+                owner_centre="caen",
+            )
+        )
+        assert aggregator.flush() == 1
+        rows = audit.records(db, centre_id="caen")
+        assert [(r["action"], r["outcome"], r["actor"]) for r in rows] == [
+            ("federation.tile", "denied", "dr.lille@lille"),
+            ("federation.info", "denied", "dr.lille@lille"),
+            ("slide.view", "ok", "dr.lille@lille"),
+        ]
+        assert rows[0]["detail"] == {
+            "peer": "lille",
+            "share": "s1",
+            "tile": [0, 3, 4],
+            "reason": "share_revoked",
+        }
+        assert rows[2]["slide_id"] == "caen-slide-0001"
+        assert rows[2]["detail"]["tiles"] == 2 and rows[2]["detail"]["regions"] == {
+            "0": [3, 2, 5, 4]
+        }
+        assert audit.verify(db).records == 3
+    finally:
+        db.engine.dispose()
+
+
 # ------------------------------------------------------------------ two real nodes
 
 
@@ -272,12 +332,12 @@ def test_owner_refuses_other_users_unsigned_and_unknown_nodes(
         impostor.read_tile(share.share_id, 0, 0, 0, Caller("dr.lille"))
     path = f"/federation/shares/{share.share_id}/tiles/0/0_0.jpeg"
     unsigned = httpx.get(f"{caen.url}{path}", timeout=10)
-    assert unsigned.status_code == 401 and unsigned.json()["code"] == "malformed_token"
+    assert unsigned.status_code == 401 and unsigned.json()["error"] == "malformed_token"
     token = sign_request(lille.key, "GET", path, "caen", "dr.lille")
     first = httpx.get(f"{caen.url}{path}", headers={"Authorization": f"Bearer {token}"})
     replay = httpx.get(f"{caen.url}{path}", headers={"Authorization": f"Bearer {token}"})
     assert (first.status_code, replay.status_code) == (200, 401)
-    assert replay.json()["code"] == "token_replayed"
+    assert replay.json()["error"] == "token_replayed"
 
 
 def test_a_same_named_user_at_another_centre_gets_nothing(
