@@ -10,6 +10,7 @@ share (no decision cached), then serves the DERIVED pyramid only::
 Recipient side (``recipient_router``), for the recipient's own users (their session is the
 app's ``current_caller`` dependency, which this module leaves to the accounts wiring)::
 
+    GET /shared                                                 "shared with me", every peer
     GET /shared/{peer}                                          "shared with me" at that peer
     GET /shared/{peer}/{share_id}                               slide info
     GET /shared/{peer}/{share_id}/tiles/{level}/{col}_{row}.jpeg
@@ -24,6 +25,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -63,6 +65,7 @@ __all__ = [
     "federation_error_handler",
     "owner_router",
     "recipient_router",
+    "shared_with_me_everywhere",
 ]
 
 logger = logging.getLogger(__name__)
@@ -276,21 +279,53 @@ ClientDep = Annotated[PeerClient, Depends(_client)]
 recipient_router = APIRouter(prefix="/shared", tags=["federation"])
 
 
+def _recipient(request: Request) -> RecipientState:
+    state: RecipientState = request.app.state.federation_recipient
+    return state
+
+
+def _slide_json(peer: str, slide: SharedSlide) -> dict[str, Any]:
+    return {
+        "peer": peer,
+        "share_id": slide.share_id,
+        "owner_centre": slide.owner_centre,
+        "pseudonym": slide.pseudonym,
+        "permission": slide.permission.value,
+        "expires_at": slide.expires_at.isoformat(),
+        "note": slide.note,
+    }
+
+
+@recipient_router.get("")
+def shared_with_me_everywhere(
+    state: Annotated[RecipientState, Depends(_recipient)], caller: CallerDep
+) -> dict[str, Any]:
+    """ "Shared with me" across every peer, asked in parallel; a peer that fails is named."""
+    clients = list(state.clients.values())
+    if not clients:
+        return {"slides": [], "unavailable": []}
+
+    def ask(client: PeerClient) -> list[SharedSlide] | PeerError:
+        try:
+            return client.list_shared(caller)
+        except PeerError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=min(8, len(clients))) as pool:
+        answers = list(pool.map(ask, clients))
+    slides: list[dict[str, Any]] = []
+    unavailable: list[dict[str, str]] = []
+    for client, answer in zip(clients, answers, strict=True):
+        if isinstance(answer, PeerError):
+            unavailable.append({"peer": client.peer_name, "error": answer.code})
+        else:
+            slides += [_slide_json(client.peer_name, slide) for slide in answer]
+    return {"slides": slides, "unavailable": unavailable}
+
+
 @recipient_router.get("/{peer}")
 def shared_with_me(client: ClientDep, caller: CallerDep) -> list[dict[str, Any]]:
-    slides: list[SharedSlide] = client.list_shared(caller)
-    return [
-        {
-            "peer": client.peer_name,
-            "share_id": slide.share_id,
-            "owner_centre": slide.owner_centre,
-            "pseudonym": slide.pseudonym,
-            "permission": slide.permission.value,
-            "expires_at": slide.expires_at.isoformat(),
-            "note": slide.note,
-        }
-        for slide in slides
-    ]
+    return [_slide_json(client.peer_name, slide) for slide in client.list_shared(caller)]
 
 
 @recipient_router.get("/{peer}/{share_id}")

@@ -39,7 +39,12 @@ from share.federation_errors import (
     ShareRecipientError,
     ShareRevokedError,
 )
-from share.federation_router import owner_router, recipient_router
+from share.federation_router import (
+    RecipientState,
+    owner_router,
+    recipient_router,
+    shared_with_me_everywhere,
+)
 from share.peers import CachingPeerClient, Caller, HttpPeerClient
 from share.signing import NodeKey, load_public_key, sign_request
 from tests.share.conftest_federation import (
@@ -353,6 +358,9 @@ def test_a_same_named_user_at_another_centre_gets_nothing(
     assert httpx.get(f"{rouen.url}/shared/caen", timeout=10).json() == []
     assert httpx.get(f"{lille.url}/shared/rouen", timeout=10).json() == []  # Rouen shares nothing
     assert httpx.get(f"{lille.url}/shared/brest", timeout=10).status_code == 404  # not a peer
+    everywhere = httpx.get(f"{lille.url}/shared", timeout=10).json()
+    assert [(s["peer"], s["share_id"]) for s in everywhere["slides"]] == [("caen", "share-3")]
+    assert everywhere["unavailable"] == []
 
 
 def test_recipient_cache_is_bounded_per_caller_and_purged(
@@ -406,6 +414,7 @@ def test_no_endpoint_returns_a_canary(
         ),
     }
     recipient = {
+        "/shared": "/shared",
         "/shared/{peer}": "/shared/caen",
         "/shared/{peer}/{share_id}": f"/shared/caen/{sid}",
         "/shared/{peer}/{share_id}/tiles/{level}/{col}_{row}.jpeg": (
@@ -422,7 +431,7 @@ def test_no_endpoint_returns_a_canary(
         )
         responses.append(httpx.get(f"{caen.url}{path}"))  # unsigned: 401
     responses += [httpx.get(f"{lille.url}{path}", timeout=10) for path in recipient.values()]
-    assert [r.status_code for r in responses] == [200, 401, 200, 401, 200, 401, 200, 200, 200]
+    assert [r.status_code for r in responses] == [200, 401, 200, 401, 200, 401, 200, 200, 200, 200]
     caen.shares.save([share.revoke(datetime.now(UTC))])
     responses += [httpx.get(f"{lille.url}{path}", timeout=10) for path in recipient.values()]
     for response in responses:
@@ -434,6 +443,13 @@ def test_unreachable_peer_is_a_clear_error() -> None:
     peer = Peer("rouen", f"http://127.0.0.1:{free_port()}", KEY.public_key)
     with HttpPeerClient(KEY, peer, timeout_s=2) as client, pytest.raises(PeerUnavailableError):
         client.list_shared(Caller("dr.lille"))
+
+
+def test_shared_with_me_names_a_peer_that_is_down() -> None:
+    down = Peer("rouen", f"http://127.0.0.1:{free_port()}", KEY.public_key)
+    with HttpPeerClient(KEY, down, timeout_s=2) as client:
+        answer = shared_with_me_everywhere(RecipientState({"rouen": client}), Caller("dr.lille"))
+    assert answer == {"slides": [], "unavailable": [{"peer": "rouen", "error": "peer_unavailable"}]}
 
 
 def _assert_no_canary(data: bytes, slide: CanarySlide) -> None:
