@@ -31,7 +31,7 @@ import shutil
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from PIL import Image
@@ -58,9 +58,8 @@ logger = logging.getLogger(__name__)
 
 PSEUDONYM_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ZARR_JSON = "zarr.json"
-# Array metadata keys that describe storage only; everything else (attributes, ...) is dropped.
-_ARRAY_KEYS = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value")
 _ALLOWED_CODECS = {"transpose", JPEG_CODEC_NAME, "bytes"}
+_SUBSAMPLINGS = {"444", "422", "420", "411", "440"}  # JPEG chroma subsampling tokens
 _ICC_KEY = "icc_profile_base64"  # as tiling.convert writes it
 _RGB_CHANNELS = (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))
 
@@ -291,26 +290,28 @@ def _level_paths(root: dict[str, Any]) -> list[str]:
 
 
 def _read_level(source: Path, path: str) -> dict[str, Any]:
+    """Validate a level's array metadata; returns it with ``shape`` and ``chunks`` as ints."""
     meta = _read_json(source / path / _ZARR_JSON, f"level {path} zarr.json")
     shape = meta.get("shape")
     if (
         meta.get("node_type") != "array"
         or meta.get("data_type") != "uint8"
-        or not isinstance(shape, list)
-        or len(shape) != 3
+        or not _dims(shape)
         or shape[0] != 3
     ):
         raise SourcePyramidError(f"level {path} is not a (3, y, x) uint8 array")
-    try:
-        chunks = meta["chunk_grid"]["configuration"]["chunk_shape"]
-        encoding = meta["chunk_key_encoding"]
-    except (KeyError, TypeError) as exc:
-        raise SourcePyramidError(f"level {path}: no regular chunk grid") from exc
-    if meta["chunk_grid"].get("name") != "regular" or len(chunks) != 3 or chunks[0] != 3:
-        raise SourcePyramidError(f"level {path}: chunks must be regular (3, tile_h, tile_w)")
-    if encoding.get("name") != "default" or encoding.get("configuration", {}).get(
-        "separator", "/"
-    ) != ("/"):
+    grid, encoding = meta.get("chunk_grid"), meta.get("chunk_key_encoding")
+    config = grid.get("configuration") if isinstance(grid, dict) else None
+    chunks = config.get("chunk_shape") if isinstance(config, dict) else None
+    if not isinstance(grid, dict) or grid.get("name") != "regular" or not _dims(chunks):
+        raise SourcePyramidError(f"level {path}: no regular chunk grid")
+    if chunks[0] != 3:
+        raise SourcePyramidError(f"level {path}: chunks must be (3, tile_h, tile_w)")
+    if (
+        not isinstance(encoding, dict)
+        or encoding.get("name") != "default"
+        or (encoding.get("configuration") or {}).get("separator", "/") != "/"
+    ):
         raise SourcePyramidError(f"level {path}: chunk keys must be default with '/'")
     codecs = meta.get("codecs")
     if not isinstance(codecs, list) or not any(
@@ -320,6 +321,15 @@ def _read_level(source: Path, path: str) -> dict[str, Any]:
     if meta.get("storage_transformers"):
         raise SourcePyramidError(f"level {path}: storage transformers are not supported")
     return meta
+
+
+def _dims(value: object) -> TypeGuard[list[int]]:
+    """Three positive integers (never strings: nothing but numbers is copied)."""
+    return (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in value)
+    )
 
 
 def _positive(value: object) -> float | None:
@@ -434,28 +444,44 @@ def _root_metadata(info: SharedPyramidInfo, source_root: dict[str, Any]) -> dict
 
 
 def _array_metadata(source: dict[str, Any]) -> dict[str, Any]:
-    """Storage keys only; codec configurations reduced to numbers and short tokens."""
-    meta: dict[str, Any] = {"zarr_format": 3, "node_type": "array"}
-    for key in _ARRAY_KEYS:
-        meta[key] = source[key]
-    meta["fill_value"] = source["fill_value"] if isinstance(source["fill_value"], int) else 255
-    meta["chunk_key_encoding"] = {"name": "default", "configuration": {"separator": "/"}}
-    meta["dimension_names"] = ["c", "y", "x"]
-    codecs = []
+    """Rebuilt from validated numbers and fixed tokens; nothing of the source is copied as is."""
+    fill = source.get("fill_value")
+    codecs: list[dict[str, Any]] = []
     for codec in source["codecs"]:
         name = codec.get("name") if isinstance(codec, dict) else None
         if name not in _ALLOWED_CODECS:
             raise SourcePyramidError(f"unexpected codec {str(name)[:40]!r} in a level array")
-        config = codec.get("configuration", {})
-        clean = {
-            key: value
-            for key, value in (config.items() if isinstance(config, dict) else ())
-            if key in ("order", "quality", "endian")
-            and (isinstance(value, int | list) or value in ("little", "big"))
-        }
+        config = codec.get("configuration") or {}
+        clean: dict[str, Any] = {}
+        if isinstance(config, dict):
+            order, quality = config.get("order"), config.get("quality")
+            if isinstance(order, list) and sorted(map(str, order)) == ["0", "1", "2"]:
+                clean["order"] = [int(n) for n in order]  # a permutation of 0, 1, 2 only
+            if isinstance(quality, int) and not isinstance(quality, bool) and 1 <= quality <= 100:
+                clean["quality"] = quality
+            if config.get("subsampling") in _SUBSAMPLINGS:
+                clean["subsampling"] = config["subsampling"]
+            if config.get("endian") in ("little", "big"):
+                clean["endian"] = config["endian"]
         codecs.append({"name": name, "configuration": clean} if clean else {"name": name})
-    meta["codecs"] = codecs
-    return meta
+    return {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": [int(n) for n in source["shape"]],
+        "data_type": "uint8",
+        "chunk_grid": {
+            "name": "regular",
+            "configuration": {
+                "chunk_shape": [
+                    int(n) for n in source["chunk_grid"]["configuration"]["chunk_shape"]
+                ]
+            },
+        },
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": fill if isinstance(fill, int) and 0 <= fill <= 255 else 255,
+        "codecs": codecs,
+        "dimension_names": ["c", "y", "x"],
+    }
 
 
 def _copy_chunks(

@@ -39,6 +39,7 @@ from share.signing import NodeKey, sign_request
 
 __all__ = [
     "FEDERATION_PREFIX",
+    "MAX_JSON_BYTES",
     "MAX_TILE_BYTES",
     "CachingPeerClient",
     "Caller",
@@ -51,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 FEDERATION_PREFIX = "/federation"
 MAX_TILE_BYTES = 4 * 1024 * 1024  # a 256-1024 px JPEG is far below; more is a broken peer
+MAX_JSON_BYTES = 8 * 1024 * 1024  # share lists and slide info
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,9 +195,15 @@ class HttpPeerClient:
     def _get_json(self, route: str, caller: Caller) -> Any:
         response = self._send(route, caller)
         try:
-            response.read()
-            return response.json()
-        except (httpx.HTTPError, ValueError) as exc:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_JSON_BYTES:
+                    raise PeerProtocolError(f"{self._peer.name}: answer over {MAX_JSON_BYTES} B")
+            return json.loads(body)
+        except httpx.HTTPError as exc:
+            raise PeerUnavailableError(f"{self._peer.name}: transfer failed ({exc})") from exc
+        except ValueError as exc:
             raise PeerProtocolError(f"{self._peer.name}: answer is not JSON") from exc
         finally:
             response.close()

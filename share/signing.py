@@ -217,17 +217,25 @@ def _kid(key: NodeKey) -> str:
 
 
 class ReplayCache:
-    """Token ids seen until they expire; thread-safe; bounded (full = refuse, never forget)."""
+    """Token ids seen until they expire; thread-safe; bounded (full = refuse, never forget).
+
+    Expired ids are swept at most every few seconds, so memory follows the live request rate
+    (about rate x ``MAX_TOKEN_TTL_S`` entries), not the total ever seen.
+    """
+
+    _SWEEP_EVERY_S = 5.0
 
     def __init__(self, max_entries: int = 1_000_000) -> None:
         self._seen: dict[tuple[str, str], int] = {}
         self._max = max_entries
         self._lock = threading.Lock()
+        self._next_sweep = 0.0
 
     def check_and_add(self, issuer: str, jti: str, exp: int, now: float) -> None:
         with self._lock:
-            if len(self._seen) >= self._max:
-                self._seen = {k: e for k, e in self._seen.items() if e + CLOCK_SKEW_S >= now}
+            if now >= self._next_sweep or len(self._seen) >= self._max:
+                self._seen = {k: e for k, e in self._seen.items() if e + CLOCK_SKEW_S > now}
+                self._next_sweep = now + self._SWEEP_EVERY_S
             if (issuer, jti) in self._seen:
                 raise ReplayedTokenError(f"token {jti[:8]}… from {issuer} was already used")
             if len(self._seen) >= self._max:

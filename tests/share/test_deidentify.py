@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,38 @@ def test_real_converter_output_derives_without_canaries(
     assert (info.width, info.height, info.mpp_x, info.objective_power) == (2220, 2967, 0.499, 20)
     key = chunk_key(0, 1, 1)
     assert strip_jpeg_metadata((converted_canary / key).read_bytes()) == (out / key).read_bytes()
+
+
+def test_derived_store_reads_back_with_zarr(converted_canary: Path, tmp_path: Path) -> None:
+    """Third-party readers see the same pixels (the iain.jpeg codec, rebuilt metadata)."""
+    import zarr
+
+    out = derive_shared_pyramid(converted_canary, tmp_path / "shared.zarr", pseudonym=PSEUDONYM)
+    source = zarr.open_group(converted_canary, mode="r")
+    shared = zarr.open_group(out, mode="r")
+    assert shared["0"].shape == source["0"].shape == (3, 2967, 2220)
+    assert np.array_equal(shared["0"][:, 200:700, 300:900], source["0"][:, 200:700, 300:900])
+    assert shared.attrs["ome"]["multiscales"][0]["name"] == PSEUDONYM
+
+
+def test_hostile_level_metadata_is_rebuilt_or_refused(canary_pyramid: Path, tmp_path: Path) -> None:
+    source = tmp_path / "hostile.zarr"
+    shutil.copytree(canary_pyramid, source)
+    meta_path = source / "0" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["chunk_grid"]["configuration"]["note"] = "CANARY-PATIENT-4711"
+    meta["chunk_key_encoding"]["configuration"]["extra"] = "CANARY-PATIENT-4711"
+    meta["codecs"][0]["configuration"]["order"] = ["CANARY-PATIENT-4711", 1, 2]
+    meta["codecs"][1]["configuration"]["subsampling"] = "CANARY-PATIENT-4711"
+    meta["fill_value"] = "CANARY-PATIENT-4711"
+    meta["dimension_names"] = ["CANARY-PATIENT-4711", "y", "x"]
+    meta_path.write_text(json.dumps(meta))
+    out = derive_shared_pyramid(source, tmp_path / "out.zarr", pseudonym="H")
+    assert b"CANARY" not in (out / "0" / "zarr.json").read_bytes()
+    meta["shape"] = [3, "CANARY-PATIENT-4711", 10]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(SourcePyramidError, match=r"\(3, y, x\) uint8"):
+        derive_shared_pyramid(source, tmp_path / "out2.zarr", pseudonym="H")
 
 
 def test_derived_store_holds_only_levels_and_metadata(derived: Path) -> None:
