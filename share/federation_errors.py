@@ -19,6 +19,7 @@
     │   ├── WrongAudienceError           ``aud`` is another node
     │   ├── RequestMismatchError         signed for another method, path or body
     │   └── ReplayedTokenError           the ``jti`` was already used
+    ├── RevocationBodyError              (also ValueError) a revocation notice is malformed
     ├── ShareAccessError                 the share does not grant this (HTTP 404, like unknown)
     │   ├── ShareNotFoundError           no such share
     │   ├── ShareRevokedError            revoked
@@ -53,6 +54,7 @@ __all__ = [
     "ReplayedTokenError",
     "RequestAuthError",
     "RequestMismatchError",
+    "RevocationBodyError",
     "ShareAccessError",
     "ShareExpiredError",
     "ShareNotFoundError",
@@ -136,6 +138,10 @@ class RequestMismatchError(RequestAuthError):
 
 class ReplayedTokenError(RequestAuthError):
     code = "token_replayed"
+
+
+class RevocationBodyError(FederationError, ValueError):
+    code = "bad_revocation"
 
 
 class ShareAccessError(FederationError):

@@ -6,6 +6,7 @@ share (no decision cached), then serves the DERIVED pyramid only::
     GET /federation/shares                                      shares for the signed user
     GET /federation/shares/{share_id}                           allow-listed slide info
     GET /federation/shares/{share_id}/tiles/{level}/{col}_{row}.jpeg   chunk bytes as stored
+    POST /federation/revocations     (owner -> recipient) purge cached tiles of ended shares
 
 Recipient side (``recipient_router``), for the recipient's own users (their session is the
 app's ``current_caller`` dependency, which this module leaves to the accounts wiring)::
@@ -23,6 +24,7 @@ errors to statuses with :data:`ERROR_STATUS` through :func:`federation_error_han
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from PIL import Image
 
@@ -51,6 +54,7 @@ from share.federation_errors import (
     PeerNotFoundError,
     PeerProtocolError,
     RequestAuthError,
+    RevocationBodyError,
     ShareAccessError,
     SharedTileNotFoundError,
 )
@@ -73,6 +77,7 @@ logger = logging.getLogger(__name__)
 # class -> HTTP status; the most specific class listed wins (checked in MRO order).
 ERROR_STATUS: dict[type[FederationError], int] = {
     RequestAuthError: 401,
+    RevocationBodyError: 422,
     ShareAccessError: 404,
     PeerNotFoundError: 404,
     PeerError: 502,
@@ -119,7 +124,7 @@ def _owner(request: Request) -> OwnerState:
     return state
 
 
-def _verified_claims(request: Request) -> dict[str, Any]:
+def _verified_claims(request: Request, body: bytes | None = None) -> dict[str, Any]:
     """The verified node token of this request (401 otherwise)."""
     state = _owner(request)
     header = request.headers.get("authorization", "")
@@ -133,6 +138,7 @@ def _verified_claims(request: Request) -> dict[str, Any]:
         target,
         state.config.node,
         state.config.public_keys(),
+        body=body,
         now=state.clock().timestamp(),
         replay_cache=state.replay_cache,
     )
@@ -233,6 +239,31 @@ def share_tile(
     except FileNotFoundError:
         data = _blank_tile(info.tile_width, info.tile_height)  # absent chunk = fill (white)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": _TILE_CACHE_CONTROL})
+
+
+@owner_router.post("/revocations")
+async def revocations(request: Request) -> dict[str, int]:
+    """An owner node tells us (the recipient) its shares ended: purge what we cached of them.
+
+    Signed by the owner and bound to this body; a node can purge only its own shares' tiles.
+    """
+    body = await request.body()
+    if len(body) > 1_000_000:
+        raise MalformedTokenError("revocation body too large")
+    claims = await run_in_threadpool(_verified_claims, request, body)
+    try:
+        share_ids = json.loads(body)["share_ids"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RevocationBodyError('body must be {"share_ids": [...]}') from exc
+    if not isinstance(share_ids, list) or not all(isinstance(i, str) for i in share_ids):
+        raise RevocationBodyError("share_ids must be a list of strings")
+    state: RecipientState = request.app.state.federation_recipient
+    client = state.clients.get(str(claims["iss"]))
+    purged = sum(client.purge(share_id) for share_id in share_ids) if client else 0
+    logger.info(
+        "peer %s revoked %d shares; %d cached tiles purged", claims["iss"], len(share_ids), purged
+    )
+    return {"purged": purged}
 
 
 def _info_json(info: SharedPyramidInfo) -> dict[str, Any]:

@@ -363,6 +363,36 @@ def test_a_same_named_user_at_another_centre_gets_nothing(
     assert everywhere["unavailable"] == []
 
 
+def test_revocation_notice_purges_the_recipient_cache_at_once(
+    nodes: dict[str, Node], canary_pyramid: Path
+) -> None:
+    caen, rouen, lille = nodes["caen"], nodes["rouen"], nodes["lille"]
+    share = _live_share("share-push")
+    _publish(caen, canary_pyramid, share)
+    tile = f"{lille.url}/shared/caen/{share.share_id}/tiles/0/2_2.jpeg"
+    assert httpx.get(tile, timeout=10).status_code == 200  # now in Lille's cache
+    to_lille = Peer("lille", lille.url, load_public_key(lille.key.public_pem()))
+    with HttpPeerClient(rouen.key, to_lille) as rouen_client:
+        assert rouen_client.notify_revoked([share.share_id]) == 0  # not Rouen's share
+    caen.shares.save([share.revoke(datetime.now(UTC))])
+    with HttpPeerClient(caen.key, to_lille) as caen_client:
+        assert caen_client.notify_revoked([share.share_id]) == 1  # the cached tile
+    assert httpx.get(tile, timeout=10).status_code == 404  # at once, not after the cache TTL
+    path = "/federation/revocations"
+    token = sign_request(caen.key, "POST", path, "lille", "node", body=b'{"share_ids": []}')
+    forged = httpx.post(
+        f"{lille.url}{path}",
+        content=b'{"share_ids": ["other"]}',
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert forged.status_code == 401 and forged.json()["error"] == "request_mismatch"
+    token = sign_request(caen.key, "POST", path, "lille", "node", body=b"[1]")
+    bad = httpx.post(
+        f"{lille.url}{path}", content=b"[1]", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert bad.status_code == 422 and bad.json()["error"] == "bad_revocation"
+
+
 def test_recipient_cache_is_bounded_per_caller_and_purged(
     nodes: dict[str, Node], canary_pyramid: Path
 ) -> None:
@@ -421,7 +451,8 @@ def test_no_endpoint_returns_a_canary(
             f"/shared/caen/{sid}/tiles/4/0_0.jpeg"
         ),
     }
-    assert {route.path for route in owner_router.routes} == set(owner)  # type: ignore[attr-defined]
+    node_to_node = {"/federation/revocations"}  # POST, no slide data: tested above
+    assert {r.path for r in owner_router.routes} == set(owner) | node_to_node  # type: ignore[attr-defined]
     assert {route.path for route in recipient_router.routes} == set(recipient)  # type: ignore[attr-defined]
     responses = []
     for path in owner.values():
