@@ -55,7 +55,7 @@ CANARIES = (
 )
 CANARY_FILE_NAME = "CANARY-PATIENT-4711_1970-01-01_BC-CANARY-0042.svs"
 TILE = 256
-RECIPIENT_CACHE_TTL_S = 2.0  # the nodes' tile cache: short, so the revocation test is quick
+RECIPIENT_CACHE_TTL_S = 1.0  # the nodes' tile cache: short, so the revocation test is quick
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -201,8 +202,8 @@ def test_peer_accesses_land_in_the_hash_chained_audit_trail(tmp_path: Path) -> N
     try:
         aggregator = ViewAggregator(db, flush_s=3600)
         trail = FederationAuditTrail(db, aggregator)
-        base = {"at": NOW, "peer": "lille", "subject": "dr.lille", "share_id": "s1"}
-        owner = {"slide_id": "caen-slide-0001", "owner_centre": "caen"}
+        base: dict[str, Any] = {"at": NOW, "peer": "lille", "subject": "dr.lille", "share_id": "s1"}
+        owner: dict[str, Any] = {"slide_id": "caen-slide-0001", "owner_centre": "caen"}
         for col, row in ((3, 4), (5, 2)):
             trail(
                 FederationAccess(
