@@ -171,19 +171,23 @@ class OpenSlideReader(BaseReader):
     # -- stored tiles ------------------------------------------------------------------------
     def _stored_index(self) -> TiffStoredTiles | DicomStoredTiles | None:
         if not self._stored_ready:
-            self._stored_ready = True
-            if self.vendor in _TIFF_STORED:
-                self._stored = TiffStoredTiles(self._file, self._dims)
-            elif self.vendor == "dicom":
-                self._stored = DicomStoredTiles(self._file, self._dims)
+            with self._index_lock:  # tile-server threads may ask at once: build one index
+                if not self._stored_ready:
+                    if self.vendor in _TIFF_STORED:
+                        self._stored = TiffStoredTiles(self._file, self._dims)
+                    elif self.vendor == "dicom":
+                        self._stored = DicomStoredTiles(self._file, self._dims)
+                    self._stored_ready = True
         return self._stored
 
     def stored_tiling(self, level: int) -> StoredTiling | None:
+        self._check_open()
         self._check_level(level)
         index = self._stored_index()
         return None if index is None else index.tiling(level)
 
     def read_stored_tile(self, level: int, col: int, row: int) -> bytes:
+        self._check_open()  # raw bytes do not need OpenSlide: still served after a decode error
         self._check_level(level)
         index = self._stored_index()
         if index is None:
@@ -191,6 +195,9 @@ class OpenSlideReader(BaseReader):
         return index.read(level, col, row)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._stored is not None:
             self._stored.close()
             self._stored = None

@@ -265,8 +265,11 @@ class TifffileReader(BaseReader):
 
     # -- stored tiles ------------------------------------------------------------------------
     def _stored_index(self) -> TiffStoredTiles:
+        self._check_open()
         if self._stored is None:
-            self._stored = TiffStoredTiles(self._file, self._dims)
+            with self._index_lock:  # tile-server threads may ask at once: build one index
+                if self._stored is None:
+                    self._stored = TiffStoredTiles(self._file, self._dims)
         return self._stored
 
     def stored_tiling(self, level: int) -> StoredTiling | None:
@@ -278,6 +281,9 @@ class TifffileReader(BaseReader):
         return self._stored_index().read(level, col, row)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._stored is not None:
             self._stored.close()
             self._stored = None
