@@ -65,8 +65,15 @@ class OpenSlideReader(BaseReader):
             raise CorruptSlideError(f"{self.path.name}: OpenSlide cannot open it ({exc})") from exc
         except openslide.OpenSlideError as exc:
             raise CorruptSlideError(f"{self.path.name}: {exc}") from exc
+        try:
+            self._describe(found.vendor)
+        except BaseException:
+            self._slide.close()  # a half-built reader must not keep the handle open
+            raise
+
+    def _describe(self, sniffed_vendor: str) -> None:
         props = self._slide.properties
-        self.vendor = props.get("openslide.vendor", found.vendor)
+        self.vendor = props.get("openslide.vendor", sniffed_vendor)
         self._dims = tuple((int(w), int(h)) for w, h in self._slide.level_dimensions)
         self._downsamples = tuple(float(d) for d in self._slide.level_downsamples)
         self._props = dict(props)
@@ -74,8 +81,11 @@ class OpenSlideReader(BaseReader):
         self._stored_ready = False
         self._fix_ycbcr = self.vendor == "dicom" and self._dicom_ycbcr()
         source = MppSource.VENDOR if self.vendor in _VENDOR_MPP else MppSource.TIFF_RESOLUTION
-        mx, my = props.get("openslide.mpp-x"), props.get("openslide.mpp-y")
-        x, y = (float(mx), float(my)) if mx and my else (None, None)
+        try:
+            x: float | None = float(props["openslide.mpp-x"])
+            y: float | None = float(props["openslide.mpp-y"])
+        except (KeyError, ValueError):
+            x = y = None
         self._mpp, self.mpp_note = plausible_mpp(x, y, source, self.path.name)
 
     def _dicom_ycbcr(self) -> bool:

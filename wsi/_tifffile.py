@@ -91,10 +91,14 @@ class TifffileReader(BaseReader):
             (int(a.shape[self._x_axis]), int(a.shape[self._x_axis - 1])) for a in self._levels
         )
         self._page = series.keyframe
-        self._desc_meta = self._description_metadata()
-        self._mpp, self.mpp_note = self._find_mpp()
         self._stored: TiffStoredTiles | None = None
         self._file = found.file
+        try:
+            self._desc_meta = self._description_metadata()
+            self._mpp, self.mpp_note = self._find_mpp()
+        except BaseException:
+            self._tif.close()  # a half-built reader must not keep the file open
+            raise
 
     @property
     def _x_axis(self) -> int:
@@ -114,7 +118,10 @@ class TifffileReader(BaseReader):
     def _find_mpp(self) -> tuple[Mpp, str | None]:
         name = self.path.name
         if self.vendor == "aperio" and "MPP" in self._desc_meta:
-            value = float(self._desc_meta["MPP"])
+            try:
+                value = float(self._desc_meta["MPP"])
+            except (TypeError, ValueError):
+                return Mpp.missing(), f"unreadable Aperio MPP {self._desc_meta['MPP']!r}"
             return plausible_mpp(value, value, MppSource.VENDOR, name)
         if self.vendor == "ome":
             found = self._ome_mpp()
