@@ -303,6 +303,10 @@ class Accounts:
             if s.get(Centre, centre) is None:
                 raise InvalidInputError(f"centre {centre!r} does not exist")
             slide.centre_id = centre
+        self.forget_slide(slide_id)
+
+    def forget_slide(self, slide_id: str) -> None:
+        """Drop a cached lookup (after registering or moving the slide)."""
         with self._lock:
             self._slides.pop(slide_id, None)
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from share import audit
+from share import annotations_router, audit
 from share.accounts import Accounts, SessionInfo
 from share.authz import Action, AuditScope, Decision, Principal, authorize
 from share.config import ShareSettings
@@ -173,13 +173,15 @@ def install_share(
     *,
     resolve: Callable[[Request, str, Decision], Any] | None = None,
     not_found: Callable[[str], Exception] = SlideNotFoundError,
+    discover: Callable[[Request, str], str | None] | None = None,
 ) -> Accounts:
     """Open the database (migrating it), add the auth middleware, hook and routes to ``app``.
 
     Call it after every other ``add_middleware`` so that authentication is the outermost layer
     (a tile fast path behind it still sees ``request.state.session``). ``resolve`` turns an
     allowed slide into what the tile routes expect from ``app.state.slide_access``;
-    ``not_found`` builds the exception they map to 404.
+    ``not_found`` builds the exception they map to 404; ``discover`` names a slide that
+    exists on disk but is not registered yet (it is then registered to the default centre).
     """
     db = db or open_database(settings.url)
     accounts = Accounts(db, settings)
@@ -188,7 +190,11 @@ def install_share(
     app.state.accounts = accounts
     app.state.share_settings = settings
     app.state.view_aggregator = views
-    app.state.slide_access = SlideAccess(accounts, views, resolve or decision_only, not_found)
+    app.state.slide_access = SlideAccess(
+        accounts, views, resolve or decision_only, not_found, discover
+    )
     app.add_middleware(AuthMiddleware, accounts=accounts, settings=settings)
     app.include_router(router)
+    app.include_router(annotations_router.router)
+    app.include_router(annotations_router.classes_router)
     return accounts

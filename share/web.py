@@ -38,6 +38,7 @@ from share.errors import (
     InvalidInputError,
     LoginRateLimitedError,
     NotFoundError,
+    PayloadTooLargeError,
     SessionExpiredError,
     ShareError,
     SlideNotFoundError,
@@ -68,6 +69,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # class -> HTTP status; create_app merges this into its one table.
 ERROR_STATUS: dict[type[ShareError], int] = {
+    PayloadTooLargeError: 413,
     AuthenticationError: 401,
     LoginRateLimitedError: 429,
     CsrfError: 403,
@@ -116,6 +118,21 @@ def _cookie(scope: Scope, name: str) -> str | None:
             if name in jar:
                 return jar[name].value
     return None
+
+
+def cached_session_of_scope(accounts: Accounts, scope: Scope) -> SessionInfo | None:
+    """The request's session if this process validated it moments ago, else None (no I/O).
+
+    For the tile fast path, which runs before :class:`AuthMiddleware`: None means "take the
+    full stack", where the middleware resolves the session (and answers 401 if there is none).
+    """
+    token = _cookie(scope, SESSION_COOKIE)
+    if token is None:
+        return None
+    try:
+        return accounts.cached_session(token)
+    except AuthenticationError:
+        return None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -277,8 +294,10 @@ class SlideAccess(Generic[T]):
         views: audit.ViewAggregator,
         resolve: Callable[[Request, str, Decision], T],
         not_found: Callable[[str], Exception] = SlideNotFoundError,
+        discover: Callable[[Request, str], str | None] | None = None,
     ) -> None:
         self.accounts = accounts
+        self.discover = discover
         self.views = views
         self.resolve = resolve
         self.not_found = not_found
@@ -288,6 +307,12 @@ class SlideAccess(Generic[T]):
     def __call__(self, request: Request, slide_id: str, action: Action = Action.SLIDE_VIEW) -> T:
         info = session_of(request)
         slide = self.accounts.slide(slide_id)
+        if slide is None and self.discover is not None:
+            name = self.discover(request, slide_id)
+            if name is not None:
+                self.accounts.register_slides([(slide_id, name)])
+                self.accounts.forget_slide(slide_id)
+                slide = self.accounts.slide(slide_id)
         decision = (
             authorize(info.principal, action, slide)
             if slide is not None

@@ -9,16 +9,15 @@ already there, reporting failures one line each), then serves on 127.0.0.1:8000.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from tiling.errors import TilingError
 from viewer.config import ServerSettings
 from viewer.errors import ViewerError
+from wsi.errors import SlideError
 
 __all__ = ["main"]
 
@@ -42,17 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _converter() -> Callable[[Path, Path], Any]:
-    """``tiling.convert.convert_slide(source, destination)`` (the tiling package's converter)."""
-    module = importlib.import_module("tiling.convert")
-    convert: Callable[[Path, Path], Any] = module.convert_slide
-    return convert
-
-
 def convert_all(slides: Path, data: Path) -> tuple[list[str], list[str]]:
     """Convert every readable slide of ``slides`` into ``data``; (converted, failed) names."""
-    wsi = importlib.import_module("wsi")
-    convert = _converter()
+    from tiling.convert import build_pyramid
+    from wsi import open_slide
+
     data.mkdir(parents=True, exist_ok=True)
     converted: list[str] = []
     failed: list[str] = []
@@ -63,16 +56,35 @@ def convert_all(slides: Path, data: Path) -> tuple[list[str], list[str]]:
         if target.exists():
             continue
         try:
-            wsi.open_slide(source).close()
-            convert(source, target)
-        except Exception as exc:  # report and go on: one bad slide must not stop the demo
+            reader = open_slide(source)
+            try:
+                build_pyramid(reader, target)
+            finally:
+                reader.close()
+        except (SlideError, TilingError, OSError) as exc:  # one bad slide must not stop the demo
             code = getattr(exc, "code", type(exc).__name__)
             print(f"skipped {source.name}: {code}: {str(exc)[:200]}", file=sys.stderr)
             failed.append(source.name)
             continue
-        print(f"converted {source.name}")
+        print(f"converted {source.name}", flush=True)
         converted.append(source.name)
     return converted, failed
+
+
+def _demo_accounts(data: Path) -> None:
+    """Spread the converted slides over the centres and print the demo logins."""
+    from share.config import ShareSettings
+    from share.demo import prepare_demo
+    from tiling.catalog import Catalog
+    from tiling.store import open_data_root
+
+    catalog = Catalog(open_data_root(str(data)))
+    catalog.refresh()
+    share = ShareSettings.from_env({**os.environ, "IAIN_DATA": str(data)})
+    accounts = prepare_demo(share, [(ref.id, ref.name) for ref in catalog.slides()])
+    print("demo logins (never use these passwords elsewhere):")
+    for a in accounts:
+        print(f"  {a.username:<12} {a.password:<18} {a.role:<12} {a.centre}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"iain demo: error: {args.slides} is not a directory", file=sys.stderr)
             return 2
         convert_all(args.slides, args.data)
+        if os.environ.get("IAIN_AUTH", "1") != "0":
+            _demo_accounts(args.data)
         if args.no_serve:
             return 0
         settings = ServerSettings.from_env(os.environ).with_(
