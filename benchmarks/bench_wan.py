@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
 from benchmarks._wan_proxy import WanProxy
@@ -130,16 +130,24 @@ def one_run(
     prefetch: bool = True,
     dwell_s: float = 0.6,
     row_screens: int = 6,
+    user: tuple[str, str] | None = None,
 ) -> Run:
     run = Run()
     counter = _Counter(proxy)
-    meta = httpx.get(f"{base}/api/slides/{slide_id}", timeout=30).json()
+    login = (
+        httpx.post(f"{base}/api/login", json={"username": user[0], "password": user[1]}, timeout=30)
+        if user
+        else None
+    )
+    cookies = login.cookies if login is not None else None
+    meta = httpx.get(f"{base}/api/slides/{slide_id}", cookies=cookies, timeout=30).json()
     mpp = meta["mpp"]["x"] if isinstance(meta["mpp"], dict) else meta["mpp"]
     # Deep link into tissue-rich territory: a third of the way in, at x20.
     x_um, y_um = meta["width"] * mpp / 3, meta["height"] * mpp / 3
 
     for kind in ("home", "x20"):
         context = browser.new_context(viewport={"width": 1920, "height": 1080})
+        _login(context, base, user)
         page = context.new_page()
         counter.attach(page)
         page.add_init_script("performance.setResourceTimingBufferSize(100000)")
@@ -176,9 +184,32 @@ def one_run(
     return run
 
 
+BENCH_USER = ("bench-wan", "bench-wan-password-1")
+
+
+def _ensure_user(data: Path) -> None:
+    """A pathologist of the default centre (which owns slides found on disk) to log in as."""
+    cmd = [sys.executable, "-m", "viewer.cli", "user", "add", BENCH_USER[0], "--centre", "caen"]
+    cmd += ["--role", "pathologist", "--data", str(data)]
+    done = subprocess.run(cmd, input=BENCH_USER[1] + "\n", text=True, capture_output=True)
+    if done.returncode != 0 and "exists" not in (done.stderr + done.stdout):
+        raise SystemExit(f"bench_wan: cannot add the bench user: {done.stderr.strip()}")
+
+
+def _login(context: BrowserContext, base: str, user: tuple[str, str] | None) -> None:
+    """Log the browser context in (outside the timings): a reader who is already signed in."""
+    if user is None:
+        return
+    r = context.request.post(f"{base}/api/login", data={"username": user[0], "password": user[1]})
+    if not r.ok:
+        raise SystemExit(f"bench_wan: login failed: HTTP {r.status} {r.text()[:200]}")
+
+
 def _start_iain(data: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``iain serve --data DATA`` as deployed by default (one worker) on a free port."""
+    """``iain serve --data DATA`` as deployed by default (one worker, accounts on)."""
     import socket
+
+    _ensure_user(data)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -261,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--url", help="an already running IAIN (default: start `iain serve`)")
     p.add_argument("--slide-id", help="default: the first slide the server lists")
+    p.add_argument("--user", help="log in as USER (with --url; accounts on)")
+    p.add_argument("--password", default="")
     p.add_argument("--data", type=Path, help="pyramids to serve (default: the big one, cached)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--pans", type=int, default=8)
@@ -273,12 +306,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     proc = None
+    user: tuple[str, str] | None = (args.user, args.password) if args.user else None
     if args.url:
         base = args.url.rstrip("/")
     else:
         proc, base = _start_iain(args.data or _ensure_big_pyramid())
+        user = BENCH_USER
     upstream_port = int(base.rsplit(":", 1)[1])
-    slide_id = args.slide_id or httpx.get(f"{base}/api/slides", timeout=30).json()[0]["id"]
+    if args.slide_id:
+        slide_id = args.slide_id
+    else:
+        auth = {"username": user[0], "password": user[1]} if user else None
+        cookies = httpx.post(f"{base}/api/login", json=auth).cookies if auth else None
+        slide_id = httpx.get(f"{base}/api/slides", cookies=cookies, timeout=30).json()[0]["id"]
     rows = []
     try:
         with sync_playwright() as pw:
@@ -290,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                 url = f"http://127.0.0.1:{proxy.port}"
                 try:
                     return one_run(
-                        browser, url, slide_id, args.pans, proxy, prefetch, dwell, args.row
+                        browser, url, slide_id, args.pans, proxy, prefetch, dwell, args.row, user
                     )
                 finally:
                     proxy.stop()
@@ -301,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(_summary(f"{link}, first pass (cold caches)", [wan(True)]))
             rows.append(_summary(link, [wan(True) for _ in range(args.runs)]))
             rows.append(_summary(f"{link}, no prefetch", [wan(False) for _ in range(args.runs)]))
-            direct = [one_run(browser, base, slide_id, args.pans, None, True, dwell, args.row)]
+            direct = [
+                one_run(browser, base, slide_id, args.pans, None, True, dwell, args.row, user)
+            ]
             rows.append(_summary("loopback direct (baseline)", direct))
             browser.close()
     finally:
