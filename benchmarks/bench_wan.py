@@ -8,11 +8,15 @@ connection, TCP slow start from a 10-segment window. Each run uses a fresh brows
 - open: navigation to the viewer page until every tile of the first view is drawn, for the
   whole-slide view and for a deep link at x20 (what a colleague's shared link opens);
 - pan: one screen width (or height) at x20, ``immediately`` (no animation), until every tile of
-  the new view is drawn; a serpentine of ``--pans`` screens;
-- bytes: bytes the link carried server -> client (HTTP headers included) per open and per pan.
+  the new view is drawn; a serpentine of ``--pans`` screens, rows of ``--row`` screens, with
+  ``--dwell-ms`` of reading time after each (the viewer prefetches the next screen then);
+- bytes: bytes the link carried server -> client (HTTP headers included) per open, and per
+  screen (the pan plus its reading time, prefetch included).
 
-The same runs go direct to the server on loopback as the baseline. Timings are taken in the
-page (``performance.now()``) and polled once per frame, so they carry up to one frame (~16 ms).
+Runs: a first pass (cold caches), ``--runs`` passes with the viewer as shipped, as many with
+``?prefetch=0``, and a baseline through the same proxy with no delay and no shaping. Timings
+are taken in the page (``performance.now()``) and polled once per frame, so they carry up to
+one frame (~16 ms). ``iain serve`` runs with accounts on; the bench logs in before timing.
 
 Usage::
 
@@ -35,7 +39,6 @@ from typing import Any
 
 import httpx
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
-from playwright.sync_api import Error as PlaywrightError
 
 from benchmarks._wan_proxy import WanProxy
 
@@ -90,26 +93,13 @@ class Run:
 
 
 class _Counter:
-    """Bytes server -> client: from the proxy, or from Chromium's own sizes when direct."""
+    """Bytes server -> client, as the proxy saw them (HTTP headers included)."""
 
-    def __init__(self, proxy: WanProxy | None) -> None:
+    def __init__(self, proxy: WanProxy) -> None:
         self.proxy = proxy
-        self.direct = 0
-
-    def attach(self, page: Page) -> None:
-        if self.proxy is None:
-
-            def count(request: Any) -> None:
-                try:
-                    sizes = request.sizes()
-                except PlaywrightError:  # the context closed under a late response
-                    return
-                self.direct += sizes["responseBodySize"] + sizes["responseHeadersSize"]
-
-            page.on("requestfinished", count)
 
     def read(self) -> int:
-        return self.proxy.down.bytes if self.proxy is not None else self.direct
+        return self.proxy.down.bytes
 
 
 def _open(page: Page, url: str) -> float:
@@ -126,7 +116,7 @@ def one_run(
     base: str,
     slide_id: str,
     pans: int,
-    proxy: WanProxy | None,
+    proxy: WanProxy,
     prefetch: bool = True,
     dwell_s: float = 0.6,
     row_screens: int = 6,
@@ -149,7 +139,6 @@ def one_run(
         context = browser.new_context(viewport={"width": 1920, "height": 1080})
         _login(context, base, user)
         page = context.new_page()
-        counter.attach(page)
         page.add_init_script("performance.setResourceTimingBufferSize(100000)")
         before = counter.read()
         url = f"{base}/view/{slide_id}"
@@ -341,10 +330,18 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(_summary(f"{link}, first pass (cold caches)", [wan(True)]))
             rows.append(_summary(link, [wan(True) for _ in range(args.runs)]))
             rows.append(_summary(f"{link}, no prefetch", [wan(False) for _ in range(args.runs)]))
-            direct = [
-                one_run(browser, base, slide_id, args.pans, None, True, dwell, args.row, user)
-            ]
-            rows.append(_summary("loopback direct (baseline)", direct))
+            # Baseline: the same proxy with no delay and no shaping (same byte counting).
+            plain = WanProxy(upstream_port, 0.0, 0.0)
+            try:
+                direct = [
+                    one_run(
+                        browser, f"http://127.0.0.1:{plain.port}", slide_id, args.pans, plain,
+                        True, dwell, args.row, user,
+                    )
+                ]  # fmt: skip
+            finally:
+                plain.stop()
+            rows.append(_summary("loopback, no WAN (baseline)", direct))
             browser.close()
     finally:
         if proc is not None:
