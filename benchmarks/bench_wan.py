@@ -185,6 +185,15 @@ def _ensure_user(data: Path) -> None:
         raise SystemExit(f"bench_wan: cannot add the bench user: {done.stderr.strip()}")
 
 
+def _first_slide_id(base: str, user: tuple[str, str] | None) -> str:
+    auth = {"username": user[0], "password": user[1]} if user else None
+    cookies = httpx.post(f"{base}/api/login", json=auth, timeout=30).cookies if auth else None
+    slides = httpx.get(f"{base}/api/slides", cookies=cookies, timeout=30).json()
+    if not isinstance(slides, list) or not slides:
+        raise SystemExit(f"bench_wan: no slide to open at {base} (answer: {str(slides)[:200]})")
+    return str(slides[0]["id"])
+
+
 def _login(context: BrowserContext, base: str, user: tuple[str, str] | None) -> None:
     """Log the browser context in (outside the timings): a reader who is already signed in."""
     if user is None:
@@ -302,14 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         proc, base = _start_iain(args.data or _ensure_big_pyramid())
         user = BENCH_USER
     upstream_port = int(base.rsplit(":", 1)[1])
-    if args.slide_id:
-        slide_id = args.slide_id
-    else:
-        auth = {"username": user[0], "password": user[1]} if user else None
-        cookies = httpx.post(f"{base}/api/login", json=auth).cookies if auth else None
-        slide_id = httpx.get(f"{base}/api/slides", cookies=cookies, timeout=30).json()[0]["id"]
     rows = []
     try:
+        slide_id = args.slide_id or _first_slide_id(base, user)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
             dwell = args.dwell_ms / 1000
