@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openslide
@@ -119,8 +120,8 @@ def test_derived_store_reads_back_with_zarr(converted_canary: Path, tmp_path: Pa
     import zarr
 
     out = derive_shared_pyramid(converted_canary, tmp_path / "shared.zarr", pseudonym=PSEUDONYM)
-    source = zarr.open_group(converted_canary, mode="r")
-    shared = zarr.open_group(out, mode="r")
+    source: Any = zarr.open_group(converted_canary, mode="r")  # zarr's unions: checked below
+    shared: Any = zarr.open_group(out, mode="r")
     assert shared["0"].shape == source["0"].shape == (3, 2967, 2220)
     assert np.array_equal(shared["0"][:, 200:700, 300:900], source["0"][:, 200:700, 300:900])
     assert shared.attrs["ome"]["multiscales"][0]["name"] == PSEUDONYM
