@@ -39,9 +39,12 @@ from share.federation_errors import (
     SharePermissionError,
     ShareRecipientError,
     ShareRevokedError,
+    SourcePyramidError,
+    TokenExpiredError,
 )
 from share.federation_router import (
     RecipientState,
+    federation_error_handler,
     owner_router,
     recipient_router,
     shared_with_me_everywhere,
@@ -482,6 +485,19 @@ def test_shared_with_me_names_a_peer_that_is_down() -> None:
     with HttpPeerClient(KEY, down, timeout_s=2) as client:
         answer = shared_with_me_everywhere(RecipientState({"rouen": client}), Caller("dr.lille"))
     assert answer == {"slides": [], "unavailable": [{"peer": "rouen", "error": "peer_unavailable"}]}
+
+
+def test_error_mapping_hides_which_refusal_and_internals() -> None:
+    def answer(exc: Exception) -> tuple[int, bytes]:
+        response = federation_error_handler(None, exc)  # type: ignore[arg-type]
+        return response.status_code, bytes(response.body)
+
+    assert answer(ShareRevokedError("share s1 was revoked")) == answer(ShareNotFoundError("x"))
+    assert answer(ShareRevokedError("s1"))[0] == 404
+    status, body = answer(SourcePyramidError("not an IAIN pyramid: /data/CANARY-PATIENT-4711"))
+    assert status == 500 and b"CANARY" not in body and b"bad_source_pyramid" in body
+    status, body = answer(TokenExpiredError("token expired 70 s ago"))
+    assert status == 401 and json.loads(body)["error"] == "token_expired"
 
 
 def _assert_no_canary(data: bytes, slide: CanarySlide) -> None:
