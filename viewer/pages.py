@@ -18,10 +18,11 @@ import logging
 import re
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from tiling.errors import PyramidNotFoundError
 from viewer.errors import OpenSeadragonMissingError
 
 __all__ = [
@@ -81,10 +82,20 @@ def slide_list_page() -> HTMLResponse:
 
 
 @router.get("/view/{slide_id}", response_class=HTMLResponse, include_in_schema=False)
-def viewer_page(slide_id: str) -> HTMLResponse:
-    """The viewer shell; an unknown but well-formed id is reported by the page from the API."""
+def viewer_page(request: Request, slide_id: str) -> HTMLResponse:
+    """The viewer shell, for a slide the caller may see (the same access hook as the tiles).
+
+    Unknown and forbidden ids get the same 404: an HTML page for browsers, the JSON error
+    otherwise.
+    """
     if not _SLIDE_ID.fullmatch(slide_id):
         return HTMLResponse(_not_found_page(), status_code=404)
+    try:
+        request.app.state.slide_access(request, slide_id)
+    except PyramidNotFoundError:
+        if "text/html" in request.headers.get("accept", ""):
+            return HTMLResponse(_not_found_page(), status_code=404)
+        raise
     # "<" escaped so that no value can close the script element it sits in.
     config = json.dumps({"slideId": slide_id, "osdPrefix": f"{OPENSEADRAGON_URL}/images/"})
     config = config.replace("<", "\\u003c")
