@@ -2,6 +2,10 @@
 
 Coordinates: ``location`` is (x, y) in level-0 pixels, ``size`` is (width, height) in pixels of
 the requested level; returned arrays are (height, width, 3) uint8 RGB. Level 0 is full resolution.
+
+At a level > 0 pass a ``location`` that is a multiple of the level's downsample (``col * tile *
+downsample``): OpenSlide resamples bilinearly by the fractional remainder of ``location /
+downsample``, the other backends floor it to the level's pixel grid, so only aligned reads agree.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -128,6 +133,17 @@ class SlideReader(Protocol):
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> SlideReader:
+        """``with open_slide(path) as reader:`` closes the reader on exit."""
+        ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class SlideInfo:
@@ -145,3 +161,4 @@ class SlideInfo:
     associated_images: tuple[str, ...]
     stored_tiling: tuple[StoredTiling | None, ...]
     properties: Mapping[str, str] = field(default_factory=dict)
+    mpp_note: str | None = None  # why a declared mpp was ignored (e.g. a 72-dpi tag), if it was

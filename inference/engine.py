@@ -1,0 +1,706 @@
+"""The batch segmentation engine: slide store in, label pyramid and outlines out.
+
+Geometry (why the result has no seams): the model sees ``tile_size_px`` patches on one global
+grid at the model's scale; neighbours overlap by ``overlap_px = 2 * halo``, so each patch owns
+a core of ``stride = tile - 2 * halo`` pixels and its
+probabilities are blended with its neighbours' over a ramp ``halo`` wide centred on the core
+boundary (the outer ``halo / 2`` of every patch, where padding spoils a network's output, weighs
+zero). The weights form a partition of unity, and a work unit (a block of output chunks) runs
+every patch whose weighted footprint touches it, so each output pixel is the same function of
+the same patches whichever unit computes it.
+
+Threads: a producer reads stored JPEG chunks and decodes them (libjpeg-turbo in a thread pool
+on CPU, ``torchvision.io.decode_jpeg`` batches on CUDA) into a bounded queue; the caller's thread
+normalises on the device, batches patches across units and runs the model; a writer thread blends,
+argmaxes and writes chunks. Memory is bounded by the queue depths, not by the slide size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from inference._memory import pin_mmap_threshold
+from inference._output import LabelWriter
+from inference._pyramid import SlidePyramid, decode_jpeg, paste
+from inference.errors import (
+    DeviceUnavailableError,
+    InferenceCancelledError,
+    InferenceError,
+    InvalidRequestError,
+    MissingMppError,
+)
+from inference.outlines import MAX_TRACE_PIXELS, mask_to_features, write_geojson
+from inference.spec import Model, ModelSpec
+
+__all__ = [
+    "Engine",
+    "EngineOptions",
+    "Plan",
+    "Progress",
+    "RunResult",
+    "resolve_device",
+    "tissue_mask",
+]
+
+logger = logging.getLogger(__name__)
+
+TISSUE_MAX_SIDE = 4096  # tissue detection reads the finest level no larger than this
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu`` / ``cuda`` / ``cuda:1`` -> a device, refusing CUDA where there is none."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise InvalidRequestError(f"unknown device {name!r}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailableError(f"device {name!r} requested but no CUDA device is available")
+    if device.type not in ("cpu", "cuda"):
+        raise InvalidRequestError(f"device {name!r}: only cpu and cuda are supported")
+    return device
+
+
+def tissue_mask(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """Tissue = coloured or mid-grey pixels; bright glass and black fluorescence background are not.
+
+    Saturation (max - min) catches stained tissue (H&E, stained nuclei on black); the brightness
+    floor rejects the black background of fluorescence slides, the ceiling white glass. An
+    opening removes sensor-noise specks, a dilation keeps the tissue edge.
+    """
+    channels = rgb.astype(np.int16)
+    high = channels.max(axis=2)
+    low = channels.min(axis=2)
+    mean = channels.mean(axis=2)
+    tissue = ((high - low >= 18) | (mean < 200)) & (high >= 40)
+    tissue = ndimage.binary_opening(tissue, iterations=1)
+    return np.asarray(ndimage.binary_dilation(tissue, iterations=2), dtype=np.bool_)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Run settings; ``batch_size`` patches per forward pass, ``unit_chunks`` output chunks per
+    work-unit side (the resume and memory granularity)."""
+
+    batch_size: int = 16
+    mpp_override: float | None = None
+    unit_chunks: int = 4
+    prefetch_units: int = 2
+    decode_threads: int = 2
+    skip_glass: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= 4096:
+            raise InvalidRequestError(f"batch size {self.batch_size} not in 1..4096")
+        if self.mpp_override is not None and not 0.01 <= self.mpp_override <= 100:
+            raise InvalidRequestError(f"mpp {self.mpp_override} not in 0.01..100 µm/px")
+        if self.unit_chunks < 1 or self.prefetch_units < 1 or self.decode_threads < 1:
+            raise InvalidRequestError("unit_chunks, prefetch_units, decode_threads must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A chunk-aligned block of the inference level: pixels [x0, x1) x [y0, y1)."""
+
+    index: int
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Where and how a slide is read: the pyramid level, the scale change, the patch grid."""
+
+    level: int
+    level_mpp: float
+    slide_mpp: float
+    scale: float  # model pixels per level pixel (1.0: no resampling)
+    width: int  # inference level size
+    height: int
+    chunk_w: int
+    chunk_h: int
+    unit_chunks: int
+    tile: int  # model patch side
+    halo: int  # model pixels of context each side
+    model_w: int
+    model_h: int
+
+    @property
+    def stride(self) -> int:
+        return self.tile - 2 * self.halo
+
+    def units(self) -> list[Unit]:
+        step_x, step_y = self.chunk_w * self.unit_chunks, self.chunk_h * self.unit_chunks
+        units: list[Unit] = []
+        for y in range(0, self.height, step_y):
+            for x in range(0, self.width, step_x):
+                units.append(
+                    Unit(
+                        len(units), x, y, min(x + step_x, self.width), min(y + step_y, self.height)
+                    )
+                )
+        return units
+
+    def model_rect(self, unit: Unit) -> tuple[int, int, int, int]:
+        s = self.scale
+        return (
+            math.floor(unit.x0 * s),
+            math.floor(unit.y0 * s),
+            min(self.model_w, math.ceil(unit.x1 * s)),
+            min(self.model_h, math.ceil(unit.y1 * s)),
+        )
+
+    def patch_range(self, start: int, stop: int, extent: int) -> range:
+        """Patches (1-D) whose weighted footprint meets model pixels [start, stop)."""
+        stride, reach = self.stride, self.halo / 2
+        first = max(0, math.floor((start - reach) / stride))
+        last = min(math.ceil(extent / stride) - 1, math.floor((stop - 1 + reach) / stride))
+        return range(first, last + 1)
+
+    def fingerprint(self, spec: ModelSpec) -> dict[str, Any]:
+        return {
+            "model": spec.name,
+            "version": spec.version,
+            "level": self.level,
+            "scale": round(self.scale, 6),
+            "tile": self.tile,
+            "halo": self.halo,
+            "unit_chunks": self.unit_chunks,
+        }
+
+
+def make_plan(pyramid: SlidePyramid, spec: ModelSpec, options: EngineOptions) -> Plan:
+    """Pick the level nearest the model's µm/px; resample only when it is more than 1 % off."""
+    mpp = options.mpp_override if options.mpp_override is not None else pyramid.mpp
+    if mpp is None:
+        raise MissingMppError(
+            f"{pyramid.root.name} has no microns-per-pixel; pass --mpp if you know it"
+        )
+    ratios = [
+        abs(math.log(mpp * pyramid.downsample(k) / spec.mpp)) for k in range(len(pyramid.levels))
+    ]
+    level = int(np.argmin(ratios))
+    level_mpp = mpp * pyramid.downsample(level)
+    scale = level_mpp / spec.mpp
+    if abs(scale - 1.0) < 0.01:
+        scale = 1.0
+    info = pyramid.levels[level]
+    return Plan(
+        level=level,
+        level_mpp=level_mpp,
+        slide_mpp=mpp,
+        scale=scale,
+        width=info.width,
+        height=info.height,
+        chunk_w=info.tile_width,
+        chunk_h=info.tile_height,
+        unit_chunks=options.unit_chunks,
+        tile=spec.tile_size_px,
+        halo=spec.overlap_px // 2,
+        model_w=math.ceil(info.width * scale),
+        model_h=math.ceil(info.height * scale),
+    )
+
+
+def _blend_ramp(tile: int, halo: int) -> npt.NDArray[np.float32]:
+    """1-D weights of one patch: 0 on the outer halo/2, a linear ramp across each core edge."""
+    if halo == 0:
+        return np.ones(tile, dtype=np.float32)
+    centres = np.arange(tile, dtype=np.float64) + 0.5 - halo  # relative to the core start
+    core = tile - 2 * halo
+    left = np.clip((centres + halo / 2) / halo, 0, 1)
+    right = np.clip((core + halo / 2 - centres) / halo, 0, 1)
+    return np.minimum(left, right).astype(np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What a progress bar or job record shows."""
+
+    units_done: int
+    units_total: int
+    patches_run: int
+    patches_skipped: int
+    elapsed_s: float
+
+    @property
+    def patches_per_s(self) -> float:
+        return self.patches_run / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """Summary of one slide's run."""
+
+    labels_dir: Path
+    geojson: Path | None
+    level: int
+    scale: float
+    units_total: int
+    units_resumed: int
+    patches_run: int
+    patches_skipped: int
+    seconds: float
+    features: int
+
+    @property
+    def skipped_share(self) -> float:
+        total = self.patches_run + self.patches_skipped
+        return self.patches_skipped / total if total else 0.0
+
+
+@dataclass
+class _Work:
+    """One unit in flight: its input window on the device and the blend accumulators."""
+
+    unit: Unit
+    origin: tuple[int, int]  # model-pixel (x, y) of the window's top-left
+    window: torch.Tensor | None  # (3, H, W) uint8 on the device; None when all glass
+    patches: list[tuple[int, int]]  # window offsets (x, y) of patches that need the model
+    glass: list[tuple[int, int]]  # offsets of patches skipped as glass
+    acc: torch.Tensor | None = None
+    wsum: torch.Tensor | None = None
+    pending: int = 0
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+class Engine:
+    """Runs one loaded model over slide stores; the model is loaded once, by the caller."""
+
+    def __init__(
+        self,
+        model: Model | torch.nn.Module,
+        spec: ModelSpec,
+        device: torch.device | str = "cpu",
+        options: EngineOptions | None = None,
+    ) -> None:
+        self.spec = spec
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.options = options or EngineOptions()
+        self.cuda = self.device.type == "cuda"
+        pin_mmap_threshold()  # peak RSS set by the units in flight, not the slide size
+        if isinstance(model, torch.nn.Module):
+            model = model.to(self.device).eval()
+            if self.cuda:
+                model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model: Model = model
+        self._mean = torch.tensor(spec.mean, device=self.device).view(3, 1, 1) * 255
+        self._std = torch.tensor(spec.std, device=self.device).view(3, 1, 1) * 255
+        ramp = torch.from_numpy(_blend_ramp(spec.tile_size_px, spec.overlap_px // 2))
+        self._weight = (ramp[:, None] * ramp[None, :]).to(self.device)
+        self._pool = ThreadPoolExecutor(self.options.decode_threads, thread_name_prefix="decode")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ public
+    def run(
+        self,
+        store: Path,
+        progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+        only_units: Sequence[int] | None = None,
+        finish: bool = True,
+    ) -> RunResult:
+        """Segment one slide store; resumes a previous run with the same parameters.
+
+        ``only_units`` restricts the run to some work units (a distributed region task);
+        ``finish`` builds the mask pyramid and outlines once every unit is written.
+        """
+        started = time.perf_counter()
+        pyramid = SlidePyramid(Path(store))
+        plan = make_plan(pyramid, self.spec, self.options)
+        writer = self.label_writer(pyramid, plan)
+        done = writer.prepare()
+        units = plan.units()
+        if done == {-1}:
+            logger.info("%s: labels %s already complete", pyramid.root.name, self.spec.name)
+            return RunResult(
+                writer.group_dir, writer.group_dir.with_suffix(".geojson"), plan.level,
+                plan.scale, len(units), len(units), 0, 0, 0.0, -1,
+            )  # fmt: skip
+        wanted = set(only_units) if only_units is not None else None
+        todo = [u for u in units if u.index not in done and (wanted is None or u.index in wanted)]
+        logger.info(
+            "%s: level %d (%.3f µm/px, scale %.3f), %d units, %d to do",
+            pyramid.root.name, plan.level, plan.level_mpp, plan.scale, len(units), len(todo),
+        )  # fmt: skip
+        tissue, tissue_scale = self._tissue(pyramid, plan)
+        counts = self._process(pyramid, plan, writer, todo, tissue, tissue_scale, progress, cancel,
+                               len(units), len(units) - len(todo))  # fmt: skip
+        geojson: Path | None = None
+        features = 0
+        if finish and (wanted is None or not self.pending_units(store)):
+            writer.finish()
+            geojson, features = self.write_outlines(pyramid, plan, writer)
+        seconds = time.perf_counter() - started
+        return RunResult(
+            writer.group_dir, geojson, plan.level, plan.scale, len(units),
+            len(units) - len(todo), counts[0], counts[1], seconds, features,
+        )  # fmt: skip
+
+    def label_writer(self, pyramid: SlidePyramid, plan: Plan) -> LabelWriter:
+        sizes = [(info.width, info.height) for info in pyramid.levels]
+        return LabelWriter(
+            pyramid.root, self.spec, sizes, (plan.chunk_w, plan.chunk_h), plan.level,
+            plan.slide_mpp, plan.fingerprint(self.spec),
+        )  # fmt: skip
+
+    def pending_units(self, store: Path) -> list[int]:
+        """Units of ``store`` not yet written (prepares the label group if needed)."""
+        pyramid = SlidePyramid(Path(store))
+        plan = make_plan(pyramid, self.spec, self.options)
+        done = self.label_writer(pyramid, plan).prepare()
+        if done == {-1}:
+            return []
+        return [u.index for u in plan.units() if u.index not in done]
+
+    # ------------------------------------------------------------------ tissue
+    def _tissue(
+        self, pyramid: SlidePyramid, plan: Plan
+    ) -> tuple[npt.NDArray[np.bool_] | None, float]:
+        """Tissue mask on a low level, and tissue pixels per inference-level pixel."""
+        if not self.options.skip_glass:
+            return None, 1.0
+        level = next(
+            (k for k, info in enumerate(pyramid.levels)
+             if k >= plan.level and max(info.width, info.height) <= TISSUE_MAX_SIDE),
+            len(pyramid.levels) - 1,
+        )  # fmt: skip
+        info = pyramid.levels[level]
+        rgb = pyramid.read_region(level, 0, 0, info.width, info.height)
+        mask = tissue_mask(rgb)
+        logger.info("tissue: %.1f %% of level %d", 100 * mask.mean(), level)
+        return mask, info.width / plan.width
+
+    def _has_tissue(
+        self, tissue: npt.NDArray[np.bool_] | None, scale: float, plan: Plan,
+        mx0: int, my0: int, mx1: int, my1: int,
+    ) -> bool:  # fmt: skip
+        if tissue is None:
+            return True
+        f = scale / plan.scale  # tissue px per model px
+        tx0, ty0 = max(0, math.floor(mx0 * f)), max(0, math.floor(my0 * f))
+        tx1, ty1 = math.ceil(mx1 * f), math.ceil(my1 * f)
+        return bool(tissue[ty0:ty1, tx0:tx1].any())
+
+    # ------------------------------------------------------------------ reading
+    def _read_window(
+        self, pyramid: SlidePyramid, plan: Plan, mx: int, my: int, mw: int, mh: int
+    ) -> torch.Tensor:
+        """Model-scale (3, mh, mw) uint8 window at model pixel (mx, my), on the device."""
+        s = plan.scale
+        lx0, ly0 = math.floor(mx / s), math.floor(my / s)
+        lx1, ly1 = math.ceil((mx + mw) / s), math.ceil((my + mh) / s)
+        region = self._read_level(pyramid, plan.level, lx0, ly0, lx1 - lx0, ly1 - ly0)
+        if s == 1.0:
+            return region
+        out_h, out_w = round((ly1 - ly0) * s), round((lx1 - lx0) * s)
+        resized = F.interpolate(
+            region[None].float(), size=(out_h, out_w), mode="bilinear",
+            antialias=s < 1, align_corners=False,
+        )[0]  # fmt: skip
+        ox, oy = round((mx / s - lx0) * s), round((my / s - ly0) * s)
+        crop = resized[:, oy : oy + mh, ox : ox + mw]
+        if crop.shape[1:] != (mh, mw):  # rounding left a pixel short: pad with glass
+            crop = F.pad(crop, (0, mw - crop.shape[2], 0, mh - crop.shape[1]), value=255.0)
+        return crop.round().clamp(0, 255).to(torch.uint8)
+
+    def _read_level(
+        self, pyramid: SlidePyramid, level: int, x: int, y: int, width: int, height: int
+    ) -> torch.Tensor:
+        info = pyramid.levels[level]
+        tw, th = info.tile_width, info.tile_height
+        cols, rows = info.grid
+        keys = [
+            (col, row)
+            for row in range(max(0, y // th), min(rows, math.ceil((y + height) / th)))
+            for col in range(max(0, x // tw), min(cols, math.ceil((x + width) / tw)))
+        ]
+        blobs = list(self._pool.map(lambda k: pyramid.read_chunk_bytes(level, *k), keys))
+        if self.cuda:
+            return self._assemble_cuda(keys, blobs, tw, th, x, y, width, height)
+        tiles = list(self._pool.map(lambda b: None if b is None else decode_jpeg(b), blobs))
+        out = np.full((height, width, 3), 255, dtype=np.uint8)
+        for (col, row), tile in zip(keys, tiles, strict=True):
+            if tile is not None:
+                paste(out, tile, col * tw - x, row * th - y)
+        return torch.from_numpy(out).permute(2, 0, 1)
+
+    def _assemble_cuda(
+        self, keys: list[tuple[int, int]], blobs: list[bytes | None], tw: int, th: int,
+        x: int, y: int, width: int, height: int,
+    ) -> torch.Tensor:  # fmt: skip
+        """Batch-decode the chunks with nvJPEG and paste them on the GPU."""
+        from torchvision.io import decode_jpeg as tv_decode  # CUDA build only: import lazily
+
+        out = torch.full((3, height, width), 255, dtype=torch.uint8, device=self.device)
+        present = [(k, b) for k, b in zip(keys, blobs, strict=True) if b is not None]
+        if present:
+            datas = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for _, b in present]
+            tiles = tv_decode(datas, device=self.device)
+            for ((col, row), _), tile in zip(present, tiles, strict=True):
+                dx, dy = col * tw - x, row * th - y
+                sx0, sy0, dx0, dy0 = max(0, -dx), max(0, -dy), max(0, dx), max(0, dy)
+                w = min(tile.shape[2] - sx0, width - dx0)
+                h = min(tile.shape[1] - sy0, height - dy0)
+                if w > 0 and h > 0:
+                    out[:, dy0 : dy0 + h, dx0 : dx0 + w] = tile[:3, sy0 : sy0 + h, sx0 : sx0 + w]
+        return out
+
+    def _produce(
+        self, pyramid: SlidePyramid, plan: Plan, units: list[Unit],
+        tissue: npt.NDArray[np.bool_] | None, tissue_scale: float,
+    ) -> Iterator[_Work]:  # fmt: skip
+        """Read, decode, resample and normalise one unit at a time (runs in the producer)."""
+        stride, halo = plan.stride, plan.halo
+        stream = None
+        if self.cuda:  # decode and resample on a side stream, beside the model's
+            stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
+        for unit in units:
+            mx0, my0, mx1, my1 = plan.model_rect(unit)
+            cols = plan.patch_range(mx0, mx1, plan.model_w)
+            rows = plan.patch_range(my0, my1, plan.model_h)
+            origin = (cols.start * stride - halo, rows.start * stride - halo)
+            patches, glass = [], []
+            for j in rows:
+                for i in cols:
+                    offset = ((i - cols.start) * stride, (j - rows.start) * stride)
+                    core = (i * stride, j * stride, (i + 1) * stride, (j + 1) * stride)
+                    if self._has_tissue(tissue, tissue_scale, plan, *core):
+                        patches.append(offset)
+                    else:
+                        glass.append(offset)
+            window = None
+            if patches:
+                width = len(cols) * stride + 2 * halo
+                height = len(rows) * stride + 2 * halo
+                if stream is not None:
+                    with torch.cuda.stream(stream):
+                        window = self._read_window(pyramid, plan, *origin, width, height)
+                    stream.synchronize()
+                else:
+                    window = self._read_window(pyramid, plan, *origin, width, height)
+            work = _Work(unit, origin, window, patches, glass)
+            work.pending = len(patches)
+            yield work
+
+    def normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) on the device -> the model's normalised float input. Windows stay
+        uint8 until here: a quarter of the memory per unit in flight."""
+        return (batch.float() - self._mean) / self._std
+
+    # ------------------------------------------------------------------ the loop
+    def _process(
+        self, pyramid: SlidePyramid, plan: Plan, writer: LabelWriter, units: list[Unit],
+        tissue: npt.NDArray[np.bool_] | None, tissue_scale: float,
+        progress: Callable[[Progress], None] | None, cancel: threading.Event | None,
+        units_total: int, units_before: int,
+    ) -> tuple[int, int]:  # fmt: skip
+        inbox: queue.Queue[_Work | BaseException | None] = queue.Queue(self.options.prefetch_units)
+        outbox: queue.Queue[_Work | None] = queue.Queue(1)
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def producer() -> None:
+            try:
+                for work in self._produce(pyramid, plan, units, tissue, tissue_scale):
+                    while not stop.is_set():
+                        try:
+                            inbox.put(work, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                inbox.put(None)
+            except BaseException as exc:  # handed to the caller's thread
+                inbox.put(exc)
+
+        def write_loop() -> None:
+            while (work := outbox.get()) is not None:
+                if errors:
+                    continue
+                try:
+                    self._finish_unit(plan, writer, work)
+                    finished.append(work.unit.index)
+                except BaseException as exc:
+                    errors.append(exc)
+
+        finished: list[int] = []
+        threads = [
+            threading.Thread(target=producer, name="infer-read", daemon=True),
+            threading.Thread(target=write_loop, name="infer-write", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        started = time.perf_counter()
+        run = skipped = 0
+        batch: list[tuple[_Work, tuple[int, int]]] = []
+        in_flight: list[_Work] = []
+
+        def report() -> None:
+            if progress is not None:
+                progress(Progress(units_before + len(finished), units_total, run, skipped,
+                                  time.perf_counter() - started))  # fmt: skip
+
+        def flush(force: bool) -> None:
+            nonlocal run
+            while len(batch) >= self.options.batch_size or (force and batch):
+                take = batch[: self.options.batch_size]
+                del batch[: self.options.batch_size]
+                self._forward(plan, take)
+                run += len(take)
+                for work in {id(w): w for w, _ in take}.values():
+                    if work.pending == 0:
+                        outbox.put(work)
+                        in_flight.remove(work)
+                report()
+
+        try:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    raise InferenceCancelledError("inference cancelled")
+                if errors:
+                    raise errors[0]
+                try:
+                    item = inbox.get(timeout=0.5 if batch else None)
+                except queue.Empty:
+                    flush(force=True)  # the reader is slow: do not hold a partial batch
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                if item is None:
+                    flush(force=True)
+                    break
+                skipped += len(item.glass)
+                self._start_unit(plan, item)
+                if item.pending == 0:
+                    outbox.put(item)
+                    report()
+                    continue
+                in_flight.append(item)
+                batch.extend((item, offset) for offset in item.patches)
+                flush(force=False)
+        finally:
+            stop.set()
+            outbox.put(None)
+            for thread in threads:
+                thread.join()
+        if errors:
+            raise errors[0]
+        report()
+        return run, skipped
+
+    def _start_unit(self, plan: Plan, work: _Work) -> None:
+        """Accumulators for a unit; glass patches contribute certain background at once."""
+        if not work.patches:
+            return
+        n_classes = len(self.spec.classes)
+        assert work.window is not None
+        _, height, width = work.window.shape
+        work.acc = torch.zeros((n_classes, height, width), device=self.device)
+        work.wsum = torch.zeros((height, width), device=self.device)
+        tile = plan.tile
+        for ox, oy in work.glass:
+            work.acc[0, oy : oy + tile, ox : ox + tile] += self._weight
+            work.wsum[oy : oy + tile, ox : ox + tile] += self._weight
+
+    @torch.inference_mode()
+    def forward_probs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Weighted class probabilities of a normalised (N, 3, tile, tile) batch."""
+        tile = inputs.shape[-1]
+        if self.cuda:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.float16):
+                logits = self.model(inputs)
+        else:
+            logits = self.model(inputs)
+        if logits.shape[-2:] != (tile, tile):
+            logits = F.interpolate(logits.float(), size=(tile, tile), mode="bilinear")
+        return torch.softmax(logits.float(), dim=1) * self._weight
+
+    @torch.inference_mode()
+    def _forward(self, plan: Plan, take: list[tuple[_Work, tuple[int, int]]]) -> None:
+        tile = plan.tile
+        inputs = torch.stack(
+            [w.window[:, oy : oy + tile, ox : ox + tile] for w, (ox, oy) in take]  # type: ignore[index]
+        )
+        probs = self.forward_probs(self.normalise(inputs))
+        for (work, (ox, oy)), prob in zip(take, probs, strict=True):
+            assert work.acc is not None and work.wsum is not None
+            work.acc[:, oy : oy + tile, ox : ox + tile] += prob
+            work.wsum[oy : oy + tile, ox : ox + tile] += self._weight
+            work.pending -= 1
+            if work.pending == 0:
+                work.window = None  # free the input before the unit waits for the writer
+
+    def _finish_unit(self, plan: Plan, writer: LabelWriter, work: _Work) -> None:
+        """Blend, return to level pixels, argmax; write the unit (writer thread)."""
+        unit = work.unit
+        height, width = unit.y1 - unit.y0, unit.x1 - unit.x0
+        n_classes = len(self.spec.classes)
+        if work.acc is None or work.wsum is None:
+            mask = np.zeros((height, width), dtype=np.uint8)
+            probs = np.zeros((n_classes, height, width), dtype=np.uint8)
+            probs[0] = 255
+            writer.write_unit(unit.index, unit.x0, unit.y0, mask, probs)
+            return
+        mx0, my0, mx1, my1 = plan.model_rect(unit)
+        ox, oy = mx0 - work.origin[0], my0 - work.origin[1]
+        acc = work.acc[:, oy : oy + my1 - my0, ox : ox + mx1 - mx0]
+        wsum = work.wsum[oy : oy + my1 - my0, ox : ox + mx1 - mx0]
+        blended = acc / wsum.clamp_min(1e-6)
+        if plan.scale != 1.0 or blended.shape[1:] != (height, width):
+            blended = F.interpolate(blended[None], size=(height, width), mode="bilinear")[0]
+        prob_u8 = (blended * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+        mask_u8 = blended.argmax(dim=0).to(torch.uint8).cpu().numpy()
+        writer.write_unit(unit.index, unit.x0, unit.y0, mask_u8, prob_u8)
+
+    # ------------------------------------------------------------------ outlines
+    def write_outlines(
+        self, pyramid: SlidePyramid, plan: Plan, writer: LabelWriter
+    ) -> tuple[Path, int]:
+        """Trace the finest mask level that fits ``MAX_TRACE_PIXELS`` (at or above the
+        inference level: finer ones add no information)."""
+        import zarr
+
+        level = next(
+            (k for k in range(plan.level, len(pyramid.levels))
+             if pyramid.levels[k].width * pyramid.levels[k].height <= MAX_TRACE_PIXELS),
+            len(pyramid.levels) - 1,
+        )  # fmt: skip
+        array = zarr.open_array(str(writer.group_dir / str(level)), mode="r")
+        mask = np.asarray(array[:], dtype=np.uint8)
+        features = mask_to_features(mask, self.spec, pyramid.downsample(level), plan.slide_mpp)
+        path = writer.group_dir.with_suffix(".geojson")
+        write_geojson(path, features, self.spec)
+        logger.info("outlines: %d polygons at level %d", len(features), level)
+        return path, len(features)
+
+
+def run_error_message(exc: InferenceError) -> str:
+    """One line for the CLI and job records."""
+    return f"{exc.code}: {exc}"
