@@ -281,6 +281,8 @@ class _Builder:
             data = encode_jpeg(pixels, self.quality, self.subsampling, self.optimize)
             self.sink.write(key, data)
         if self.levels == 1:
+            if pixels is None:  # no reduced level will decode it: check the copy decodes
+                self._full_decode(data, col, row)
             return 0, col, row, None
         if pixels is None and valid_w % 2 == 0 and valid_h % 2 == 0:
             half = half_decode(data, tw, th)
