@@ -17,12 +17,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
 
 from tiling import errors as tiling_errors
 from tiling.cache import DiskCache, MemoryCache, TileCache
 from tiling.catalog import Catalog
-from tiling.fastpath import serve_fast_tile
+from tiling.fastpath import TileFastPath
 from tiling.router import allow_all
 from tiling.router import router as tiling_router
 from tiling.store import open_data_root
@@ -31,7 +30,7 @@ from viewer.config import ServerSettings
 from viewer.errors import ConfigError, ViewerError
 from wsi import errors as wsi_errors
 
-__all__ = ["ERROR_STATUS", "IainApp", "create_app", "create_app_from_env"]
+__all__ = ["ERROR_STATUS", "create_app", "create_app_from_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,17 +90,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail))
 
 
-class IainApp(FastAPI):
-    """FastAPI with the DeepZoom tile fast path in front of its middleware stack."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope["app"] = self  # as Starlette sets it: request.app for the access hook
-            if await serve_fast_tile(self.state, scope, send):
-                return
-        await super().__call__(scope, receive, send)
-
-
 def create_app(settings: ServerSettings) -> FastAPI:
     """The application; the data store is opened and scanned in the lifespan."""
 
@@ -113,7 +101,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         yield
         app.state.ready = False
 
-    app = IainApp(title="IAIN", version="0.1.0", lifespan=lifespan)
+    # FastAPI's native OpenTelemetry check runs per request; nothing here exports telemetry
+    off: Any = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(title="IAIN", version="0.1.0", lifespan=lifespan, telemetry=off)
     root = open_data_root(settings.data, settings.s3_endpoint_url or None)
     cache_path = settings.cache_path
     disk = DiskCache(cache_path, settings.disk_cache_mb << 20) if cache_path else None
@@ -150,6 +140,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return {"status": "ok", "pyramids": count}
 
     app.include_router(tiling_router)
+    # first middleware = innermost: authentication added later by the accounts package
+    # wraps the fast path, so the access hook sees the session on every tile
+    app.add_middleware(TileFastPath)
     return app
 
 
