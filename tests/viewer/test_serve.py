@@ -17,8 +17,10 @@ from tests.viewer.conftest import free_port, wait_ready
 from viewer.__main__ import main
 
 
-@pytest.fixture(scope="module")
-def two_workers(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture(scope="module", params=["uvicorn", "granian"])
+def two_workers(
+    request: pytest.FixtureRequest, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     port = free_port()
     cache = tmp_path_factory.mktemp("serve-cache")
     log = (cache / "server.log").open("wb")
@@ -38,7 +40,7 @@ def two_workers(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
             str(cache),
         ],
         # asyncio's loop is where uvicorn#3149 bites (uvloop sets TCP_NODELAY itself)
-        env={**os.environ, "IAIN_LOOP": "asyncio"},
+        env={**os.environ, "IAIN_LOOP": "asyncio", "IAIN_SERVER": request.param},
         stdout=subprocess.DEVNULL,
         stderr=log,
         start_new_session=True,
