@@ -1,0 +1,114 @@
+"""CLI of the share package: ``iain user ...``, ``iain audit ...``, ``iain db upgrade``.
+
+``iain user add NAME --centre caen --role pathologist`` reads the password from stdin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+from pathlib import Path
+
+from share import audit
+from share.accounts import Accounts
+from share.authz import Role
+from share.config import ShareSettings
+from share.db import open_database
+from share.demo import create_demo_accounts
+from share.errors import ShareError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", type=Path, help="data directory (SQLite file iain.db)")
+    common.add_argument("--db", help="database URL (overrides --data; SHARE_DATABASE_URL)")
+    parser = argparse.ArgumentParser(prog="iain")
+    top = parser.add_subparsers(dest="command", required=True)
+
+    user = top.add_parser("user", help="manage user accounts").add_subparsers(
+        dest="action", required=True
+    )
+    add = user.add_parser("add", parents=[common], help="add a user (password from stdin)")
+    add.add_argument("name")
+    add.add_argument("--centre", required=True)
+    add.add_argument("--role", required=True, choices=[r.value for r in Role])
+    add.add_argument("--oidc-only", action="store_true", help="no password: OIDC login only")
+    user.add_parser("demo", parents=[common], help="create the demo accounts and print them")
+
+    aud = top.add_parser("audit", help="verify or export the audit trail").add_subparsers(
+        dest="action", required=True
+    )
+    aud.add_parser("verify", parents=[common], help="check the hash chain")
+    export = aud.add_parser("export", parents=[common], help="print a centre's records")
+    export.add_argument("--centre", required=True)
+    export.add_argument("--slide-id")
+    export.add_argument("--format", choices=["json", "csv"], default="json")
+
+    dbp = top.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
+    dbp.add_parser("upgrade", parents=[common], help="apply migrations")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> ShareSettings:
+    env = dict(os.environ)
+    if args.data is not None:
+        env["SHARE_DATA_DIR"] = str(args.data)
+    if args.db is not None:
+        env["SHARE_DATABASE_URL"] = args.db
+    return ShareSettings.from_env(env)
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        return getpass.getpass("password: ")
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    db = open_database(settings.url)
+    try:
+        if args.command == "db":
+            print(f"schema up to date ({db.dialect})")
+            return 0
+        if args.command == "audit":
+            if args.action == "verify":
+                result = audit.verify(db)
+                print(f"audit trail intact: {result.records} records")
+                return 0
+            rows = audit.records(db, centre_id=args.centre, slide_id=args.slide_id)
+            export = audit.export_csv if args.format == "csv" else audit.export_json
+            sys.stdout.write(export(rows) + ("" if args.format == "csv" else "\n"))
+            return 0
+        accounts = Accounts(db, settings)
+        accounts.ensure_centres()
+        if args.action == "demo":
+            for a in create_demo_accounts(accounts):
+                print(f"{a.username:<12} {a.centre:<6} {a.role:<12} password: {a.password}")
+            return 0
+        password = None if args.oidc_only else _read_password()
+        p = accounts.add_user(args.name, args.centre, args.role, password)
+        print(f"user {p.username} added ({p.role.value}, {p.centre})")
+        return 0
+    finally:
+        db.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``argv`` starts with the subcommand (``user``, ``audit``, ``db``)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(args)
+    except ShareError as exc:
+        print(f"iain {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

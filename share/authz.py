@@ -1,0 +1,148 @@
+"""The one authorisation function: ``authorize(principal, action, obj) -> Decision``.
+
+Deny by default: every branch that is not an explicit allow returns a denial with a reason.
+
+=================  ==========================  =========================  ==================
+action             pathologist / admin         ml                         operator
+=================  ==========================  =========================  ==================
+slide.view         own centre                  own centre, pseudonymised  never (no patient data)
+slide.associated   own centre (label, macro)   never                      never
+annotation.read    own centre's slides         own centre, pseudonymised  never
+annotation.write   own annotations on slides   own annotations on slides  never
+                   they may view               they may view
+audit.read         admin: own centre only      never                      never
+system.operate     admin                       never                      yes
+=================  ==========================  =========================  ==================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "Action",
+    "AnnotationRef",
+    "AuditScope",
+    "Decision",
+    "Principal",
+    "Role",
+    "SlideRef",
+    "SystemRef",
+    "authorize",
+]
+
+
+class Role(StrEnum):
+    PATHOLOGIST = "pathologist"
+    ADMIN = "admin"
+    ML = "ml"
+    OPERATOR = "operator"
+
+
+class Action(StrEnum):
+    SLIDE_VIEW = "slide.view"
+    SLIDE_ASSOCIATED = "slide.associated"
+    ANNOTATION_READ = "annotation.read"
+    ANNOTATION_WRITE = "annotation.write"
+    AUDIT_READ = "audit.read"
+    SYSTEM_OPERATE = "system.operate"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: resolved from the session, immutable for the request."""
+
+    user_id: int
+    username: str
+    centre: str
+    role: Role
+
+
+@dataclass(frozen=True)
+class SlideRef:
+    slide_id: str
+    centre: str
+
+
+@dataclass(frozen=True)
+class AnnotationRef:
+    slide: SlideRef
+    owner_id: int | None  # None: a new annotation (owner will be the caller)
+
+
+@dataclass(frozen=True)
+class AuditScope:
+    centre: str
+    slide_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SystemRef:
+    name: str = "system"
+
+
+Object = SlideRef | AnnotationRef | AuditScope | SystemRef
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An allow / deny with its reason; ``pseudonymised`` means: strip identifying fields."""
+
+    allowed: bool
+    reason: str
+    pseudonymised: bool = False
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+def _deny(reason: str) -> Decision:
+    return Decision(False, reason)
+
+
+_CLINICAL = (Role.PATHOLOGIST, Role.ADMIN)
+
+
+def _slide_view(p: Principal, slide: SlideRef) -> Decision:
+    if p.role is Role.OPERATOR:
+        return _deny("operators see no patient data")
+    if slide.centre != p.centre:
+        return _deny("slide belongs to another centre")
+    if p.role is Role.ML:
+        return Decision(True, "ml: own centre, pseudonymised", pseudonymised=True)
+    if p.role in _CLINICAL:
+        return Decision(True, "own centre")
+    return _deny("unknown role")
+
+
+def authorize(principal: Principal | None, action: Action, obj: Object) -> Decision:
+    """Decide whether ``principal`` may perform ``action`` on ``obj``; deny unless a rule allows."""
+    if principal is None:
+        return _deny("no session")
+    p = principal
+    if action is Action.SLIDE_VIEW and isinstance(obj, SlideRef):
+        return _slide_view(p, obj)
+    if action is Action.SLIDE_ASSOCIATED and isinstance(obj, SlideRef):
+        # Label and macro images carry names and barcodes: clinicians of the centre only.
+        if p.role in _CLINICAL and obj.centre == p.centre:
+            return Decision(True, "own centre clinician")
+        return _deny("associated images are for the centre's clinicians only")
+    if action is Action.ANNOTATION_READ and isinstance(obj, AnnotationRef):
+        return _slide_view(p, obj.slide)
+    if action is Action.ANNOTATION_WRITE and isinstance(obj, AnnotationRef):
+        view = _slide_view(p, obj.slide)
+        if not view:
+            return view
+        if obj.owner_id is not None and obj.owner_id != p.user_id:
+            return _deny("annotations of others are read-only")
+        return Decision(True, "own annotation", pseudonymised=view.pseudonymised)
+    if action is Action.AUDIT_READ and isinstance(obj, AuditScope):
+        if p.role is Role.ADMIN and obj.centre == p.centre:
+            return Decision(True, "admin of the centre")
+        return _deny("audit trail is for the centre's admin only")
+    if action is Action.SYSTEM_OPERATE and isinstance(obj, SystemRef):
+        if p.role in (Role.ADMIN, Role.OPERATOR):
+            return Decision(True, "operator or admin")
+        return _deny("operators and admins only")
+    return _deny(f"no rule allows {action.value} on {type(obj).__name__}")

@@ -1,0 +1,200 @@
+"""Login, logout, me, visible slides and the audit export: ``/api/...``.
+
+``install_share(app, settings)`` wires accounts into an app: database, middleware, the slide
+access hook on ``app.state.slide_access`` and these routes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from share import annotations_router, audit
+from share.accounts import Accounts, SessionInfo
+from share.authz import Action, AuditScope, Decision, Principal, authorize
+from share.config import ShareSettings
+from share.db import Database, open_database
+from share.errors import ForbiddenError, SlideNotFoundError
+from share.web import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    AuthMiddleware,
+    SlideAccess,
+    decision_only,
+    principal_of,
+    session_of,
+)
+
+__all__ = ["install_share", "router"]
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+def _accounts(request: Request) -> Accounts:
+    accounts: Accounts = request.app.state.accounts
+    return accounts
+
+
+AccountsDep = Annotated[Accounts, Depends(_accounts)]
+SessionDep = Annotated[SessionInfo, Depends(session_of)]
+PrincipalDep = Annotated[Principal, Depends(principal_of)]
+
+
+class LoginBody(BaseModel):
+    username: str = Field(min_length=1, max_length=150)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+def _me(info: SessionInfo) -> dict[str, Any]:
+    p = info.principal
+    return {
+        "username": p.username,
+        "centre": p.centre,
+        "role": p.role.value,
+        "csrf_token": info.csrf_token,
+    }
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+@router.get("/login", response_class=HTMLResponse, include_in_schema=False)
+def login_page() -> HTMLResponse:
+    """Minimal login page (public); the viewer may replace it with its own."""
+    html = resources.files("share").joinpath("templates/login.html").read_text("utf-8")
+    return HTMLResponse(html)
+
+
+@router.post("/api/login")
+def login(body: LoginBody, request: Request, accounts: AccountsDep) -> JSONResponse:
+    """Password login: sets the HttpOnly session cookie and a readable CSRF cookie."""
+    ip = _client_ip(request)
+    principal = accounts.authenticate(body.username, body.password, ip)
+    token, info = accounts.create_session(principal, ip)
+    secure = accounts.settings.secure_cookies or request.url.scheme == "https"
+    response = JSONResponse(_me(info))
+    max_age = accounts.settings.session_absolute_s
+    response.set_cookie(
+        SESSION_COOKIE, token, max_age=max_age, httponly=True, samesite="lax", secure=secure
+    )
+    response.set_cookie(
+        CSRF_COOKIE,
+        info.csrf_token,
+        max_age=max_age,
+        httponly=False,
+        samesite="strict",
+        secure=secure,
+    )
+    return response
+
+
+@router.post("/api/logout")
+def logout(request: Request, info: SessionDep, accounts: AccountsDep) -> JSONResponse:
+    """Revoke the session server-side (every worker refuses it within the cache delay)."""
+    request.app.state.view_aggregator.flush(info.session_id)
+    accounts.revoke_session(info.session_id)
+    with accounts.db.session() as s:
+        audit.append(
+            s, actor=info.principal.username, action="logout", centre_id=info.principal.centre
+        )
+    response = JSONResponse({"ok": True})
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(CSRF_COOKIE, path="/")
+    return response
+
+
+@router.get("/api/me")
+def me(info: SessionDep) -> dict[str, Any]:
+    return _me(info)
+
+
+@router.get("/api/slides")
+def list_slides(principal: PrincipalDep, accounts: AccountsDep) -> list[dict[str, Any]]:
+    """Slides the caller may view; names are withheld when the decision is pseudonymised."""
+    out = []
+    for ref, name in accounts.slides():
+        decision = authorize(principal, Action.SLIDE_VIEW, ref)
+        if decision:
+            out.append(
+                {
+                    "slide_id": ref.slide_id,
+                    "centre": ref.centre,
+                    "name": None if decision.pseudonymised else name,
+                }
+            )
+    return out
+
+
+@router.get("/api/audit", response_model=None)
+def audit_trail(
+    request: Request,
+    principal: PrincipalDep,
+    accounts: AccountsDep,
+    slide_id: Annotated[str | None, Query(max_length=200)] = None,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+) -> Response:
+    """Audit records of the caller's centre (admins), optionally one slide; JSON or CSV."""
+    if slide_id is not None:
+        # Same 404 (and denial audit) as any slide route when unknown or not visible.
+        request.app.state.slide_access(request, slide_id)
+        ref = accounts.slide(slide_id)
+        if ref is None:
+            raise SlideNotFoundError(slide_id)
+        centre = ref.centre
+    else:
+        centre = principal.centre
+    decision = authorize(principal, Action.AUDIT_READ, AuditScope(centre, slide_id))
+    if not decision:
+        raise ForbiddenError(f"audit trail: {decision.reason}")
+    request.app.state.view_aggregator.flush()
+    rows = audit.records(accounts.db, centre_id=centre, slide_id=slide_id)
+    if format == "csv":
+        return Response(
+            audit.export_csv(rows),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
+        )
+    return JSONResponse(rows)
+
+
+def install_share(
+    app: FastAPI,
+    settings: ShareSettings,
+    db: Database | None = None,
+    *,
+    resolve: Callable[[Request, str, Decision], Any] | None = None,
+    not_found: Callable[[str], Exception] = SlideNotFoundError,
+    discover: Callable[[Request, str], str | None] | None = None,
+) -> Accounts:
+    """Open the database (migrating it), add the auth middleware, hook and routes to ``app``.
+
+    Call it after every other ``add_middleware`` so that authentication is the outermost layer
+    (a tile fast path behind it still sees ``request.state.session``). ``resolve`` turns an
+    allowed slide into what the tile routes expect from ``app.state.slide_access``;
+    ``not_found`` builds the exception they map to 404; ``discover`` names a slide that
+    exists on disk but is not registered yet (it is then registered to the default centre).
+    """
+    db = db or open_database(settings.url)
+    accounts = Accounts(db, settings)
+    accounts.ensure_centres()
+    views = audit.ViewAggregator(db, settings.view_flush_s)
+    app.state.accounts = accounts
+    app.state.share_settings = settings
+    app.state.view_aggregator = views
+    app.state.slide_access = SlideAccess(
+        accounts, views, resolve or decision_only, not_found, discover
+    )
+    app.add_middleware(AuthMiddleware, accounts=accounts, settings=settings)
+    app.include_router(router)
+    app.include_router(annotations_router.router)
+    app.include_router(annotations_router.classes_router)
+    return accounts

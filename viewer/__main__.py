@@ -1,0 +1,133 @@
+"""``iain serve`` and ``iain demo``: argparse, then one call.
+
+``serve --host H --port P --data DIR|s3://bucket/prefix [--workers N]`` serves every
+``*.zarr`` pyramid under DATA. ``demo --slides DIR --data DIR`` first converts every slide
+of DIR that :func:`wsi.open_slide` accepts into ``DATA/<stem>.zarr`` (skipping those
+already there, reporting failures one line each), then serves on 127.0.0.1:8000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from tiling.errors import TilingError
+from viewer.config import ServerSettings
+from viewer.errors import ViewerError
+from wsi.errors import SlideError
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iain")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve converted slides")
+    serve.add_argument("--host", help="default 127.0.0.1 (IAIN_HOST)")
+    serve.add_argument("--port", type=int, help="default 8000 (IAIN_PORT)")
+    serve.add_argument("--data", required=True, help="directory or s3:// URL of *.zarr pyramids")
+    serve.add_argument("--workers", type=int, help="worker processes, default 1 (IAIN_WORKERS)")
+    serve.add_argument("--cache-dir", help="disk cache of computed tiles (IAIN_CACHE_DIR)")
+    demo = commands.add_parser("demo", help="convert the sample slides and serve them")
+    demo.add_argument("--slides", required=True, type=Path)
+    demo.add_argument("--data", required=True, type=Path)
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--no-serve", action="store_true", help="convert only (tests)")
+    return parser
+
+
+def convert_all(slides: Path, data: Path) -> tuple[list[str], list[str]]:
+    """Convert every readable slide of ``slides`` into ``data``; (converted, failed) names."""
+    from tiling.convert import build_pyramid
+    from wsi import open_slide
+
+    data.mkdir(parents=True, exist_ok=True)
+    converted: list[str] = []
+    failed: list[str] = []
+    for source in sorted(slides.iterdir()):
+        if source.name.startswith(".") or source.name.lower().endswith((".md", ".txt")):
+            continue
+        target = data / f"{source.stem}.zarr"
+        if target.exists():
+            continue
+        try:
+            reader = open_slide(source)
+            try:
+                build_pyramid(reader, target)
+            finally:
+                reader.close()
+        except (SlideError, TilingError, OSError) as exc:  # one bad slide must not stop the demo
+            code = getattr(exc, "code", type(exc).__name__)
+            print(f"skipped {source.name}: {code}: {str(exc)[:200]}", file=sys.stderr)
+            failed.append(source.name)
+            continue
+        print(f"converted {source.name}", flush=True)
+        converted.append(source.name)
+    return converted, failed
+
+
+def _demo_accounts(data: Path) -> None:
+    """Spread the converted slides over the centres and print the demo logins."""
+    from share.config import ShareSettings
+    from share.demo import prepare_demo
+    from tiling.catalog import Catalog
+    from tiling.store import open_data_root
+
+    catalog = Catalog(open_data_root(str(data)))
+    catalog.refresh()
+    share = ShareSettings.from_env({**os.environ, "IAIN_DATA": str(data)})
+    accounts = prepare_demo(share, [(ref.id, ref.name) for ref in catalog.slides()])
+    print("demo logins (never use these passwords elsewhere):")
+    for a in accounts:
+        print(f"  {a.username:<12} {a.password:<18} {a.role:<12} {a.centre}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from viewer.serve import run_server
+
+    try:
+        if args.command == "serve":
+            given = {
+                "data": args.data,
+                "host": args.host,
+                "port": args.port,
+                "workers": args.workers,
+                "cache_dir": args.cache_dir,
+            }
+            settings = ServerSettings.from_env(os.environ).with_(
+                **{k: v for k, v in given.items() if v is not None}
+            )
+            print(f"IAIN serving {settings.data} at http://{settings.host}:{settings.port}/")
+            run_server(settings)
+            return 0
+        if not args.slides.is_dir():
+            print(f"iain demo: error: {args.slides} is not a directory", file=sys.stderr)
+            return 2
+        convert_all(args.slides, args.data)
+        if os.environ.get("IAIN_AUTH", "1") != "0":
+            _demo_accounts(args.data)
+        if args.no_serve:
+            return 0
+        settings = ServerSettings.from_env(os.environ).with_(
+            data=str(args.data), host="127.0.0.1", port=args.port
+        )
+        print(f"IAIN demo: open http://127.0.0.1:{settings.port}/", flush=True)
+        run_server(settings)
+    except ViewerError as exc:
+        print(f"iain {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        print(f"iain {args.command}: error: {exc.name} is not available yet", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

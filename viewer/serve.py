@@ -1,0 +1,56 @@
+"""Run the app under uvicorn, one or several worker processes on one listening socket.
+
+uvicorn#3149: with ``--workers`` the accepted sockets of the workers lose TCP_NODELAY on
+Linux, and Nagle + delayed ACK add ~40 ms to every keep-alive response. We bind the socket
+ourselves and set TCP_NODELAY on the listening socket, which Linux copies onto every
+accepted connection, then hand it to uvicorn's own supervisor (one process per worker,
+each building the app from ``IAIN_*`` variables: no state shared in memory).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+from viewer.config import ServerSettings
+
+__all__ = ["bind_socket", "run_server", "uvicorn_config"]
+
+logger = logging.getLogger(__name__)
+
+
+def uvicorn_config(settings: ServerSettings) -> uvicorn.Config:
+    return uvicorn.Config(
+        "viewer.app:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop=settings.loop,
+        http="httptools",
+        access_log=False,  # one log line per tile would cost more than the tile
+        log_level="info",
+        timeout_keep_alive=30,
+    )
+
+
+def bind_socket(config: uvicorn.Config) -> socket.socket:
+    """The listening socket, with TCP_NODELAY that accepted connections inherit."""
+    sock = config.bind_socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def run_server(settings: ServerSettings) -> None:
+    """Serve until interrupted; blocks."""
+    os.environ.update(settings.to_env())  # worker processes read their settings from here
+    config = uvicorn_config(settings)
+    sock = bind_socket(config)
+    if settings.workers == 1:
+        uvicorn.Server(config).run(sockets=[sock])
+    else:
+        Multiprocess(config, sockets=[sock]).run()
