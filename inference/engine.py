@@ -58,7 +58,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TISSUE_MAX_SIDE = 4096  # tissue detection reads the finest level no larger than this
+TISSUE_MAX_SIDE = 2048  # tissue detection reads the finest level no larger than this
 
 
 def resolve_device(name: str) -> torch.device:
