@@ -30,7 +30,7 @@ def test_upgrade_is_idempotent_and_versioned(db_url: str) -> None:
     first.dispose()
     again = open_database(db_url)  # second start-up: nothing to do, no error
     with again.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     again.dispose()
 
 
