@@ -1,7 +1,8 @@
 """The batch segmentation engine: slide store in, label pyramid and outlines out.
 
 Geometry (why the result has no seams): the model sees ``tile_size_px`` patches on one global
-grid at the model's scale; each patch owns a core of ``stride = tile - 2 * halo`` pixels and its
+grid at the model's scale; neighbours overlap by ``overlap_px = 2 * halo``, so each patch owns
+a core of ``stride = tile - 2 * halo`` pixels and its
 probabilities are blended with its neighbours' over a ramp ``halo`` wide centred on the core
 boundary (the outer ``halo / 2`` of every patch, where padding spoils a network's output, weighs
 zero). The weights form a partition of unity, and a work unit (a block of output chunks) runs
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from inference._memory import pin_mmap_threshold
 from inference._output import LabelWriter
 from inference._pyramid import SlidePyramid, decode_jpeg, paste
 from inference.errors import (
@@ -210,7 +212,7 @@ def make_plan(pyramid: SlidePyramid, spec: ModelSpec, options: EngineOptions) ->
         chunk_h=info.tile_height,
         unit_chunks=options.unit_chunks,
         tile=spec.tile_size_px,
-        halo=spec.overlap_px,
+        halo=spec.overlap_px // 2,
         model_w=math.ceil(info.width * scale),
         model_h=math.ceil(info.height * scale),
     )
@@ -269,7 +271,7 @@ class _Work:
 
     unit: Unit
     origin: tuple[int, int]  # model-pixel (x, y) of the window's top-left
-    window: torch.Tensor | None  # (3, H, W) float, normalised; None when all glass
+    window: torch.Tensor | None  # (3, H, W) uint8 on the device; None when all glass
     patches: list[tuple[int, int]]  # window offsets (x, y) of patches that need the model
     glass: list[tuple[int, int]]  # offsets of patches skipped as glass
     acc: torch.Tensor | None = None
@@ -292,6 +294,7 @@ class Engine:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.options = options or EngineOptions()
         self.cuda = self.device.type == "cuda"
+        pin_mmap_threshold()  # peak RSS set by the units in flight, not the slide size
         if isinstance(model, torch.nn.Module):
             model = model.to(self.device).eval()
             if self.cuda:
@@ -299,7 +302,7 @@ class Engine:
         self.model: Model = model
         self._mean = torch.tensor(spec.mean, device=self.device).view(3, 1, 1) * 255
         self._std = torch.tensor(spec.std, device=self.device).view(3, 1, 1) * 255
-        ramp = torch.from_numpy(_blend_ramp(spec.tile_size_px, spec.overlap_px))
+        ramp = torch.from_numpy(_blend_ramp(spec.tile_size_px, spec.overlap_px // 2))
         self._weight = (ramp[:, None] * ramp[None, :]).to(self.device)
         self._pool = ThreadPoolExecutor(self.options.decode_threads, thread_name_prefix="decode")
 
@@ -496,23 +499,18 @@ class Engine:
                 height = len(rows) * stride + 2 * halo
                 if stream is not None:
                     with torch.cuda.stream(stream):
-                        window = self._normalise(
-                            self._read_window(pyramid, plan, *origin, width, height)
-                        )
+                        window = self._read_window(pyramid, plan, *origin, width, height)
                     stream.synchronize()
                 else:
-                    window = self._normalise(
-                        self._read_window(pyramid, plan, *origin, width, height)
-                    )
+                    window = self._read_window(pyramid, plan, *origin, width, height)
             work = _Work(unit, origin, window, patches, glass)
             work.pending = len(patches)
             yield work
 
-    def _normalise(self, window: torch.Tensor) -> torch.Tensor:
-        if not self.cuda:
-            return (window.float() - self._mean) / self._std
-        window = window.to(self.device, non_blocking=True)
-        return (window.float() - self._mean) / self._std
+    def normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) on the device -> the model's normalised float input. Windows stay
+        uint8 until here: a quarter of the memory per unit in flight."""
+        return (batch.float() - self._mean) / self._std
 
     # ------------------------------------------------------------------ the loop
     def _process(
@@ -522,7 +520,7 @@ class Engine:
         units_total: int, units_before: int,
     ) -> tuple[int, int]:  # fmt: skip
         inbox: queue.Queue[_Work | BaseException | None] = queue.Queue(self.options.prefetch_units)
-        outbox: queue.Queue[_Work | None] = queue.Queue(self.options.prefetch_units)
+        outbox: queue.Queue[_Work | None] = queue.Queue(1)
         stop = threading.Event()
         errors: list[BaseException] = []
 
@@ -618,9 +616,10 @@ class Engine:
 
     def _start_unit(self, plan: Plan, work: _Work) -> None:
         """Accumulators for a unit; glass patches contribute certain background at once."""
-        if work.window is None:
+        if not work.patches:
             return
         n_classes = len(self.spec.classes)
+        assert work.window is not None
         _, height, width = work.window.shape
         work.acc = torch.zeros((n_classes, height, width), device=self.device)
         work.wsum = torch.zeros((height, width), device=self.device)
@@ -649,12 +648,14 @@ class Engine:
         inputs = torch.stack(
             [w.window[:, oy : oy + tile, ox : ox + tile] for w, (ox, oy) in take]  # type: ignore[index]
         )
-        probs = self.forward_probs(inputs)
+        probs = self.forward_probs(self.normalise(inputs))
         for (work, (ox, oy)), prob in zip(take, probs, strict=True):
             assert work.acc is not None and work.wsum is not None
             work.acc[:, oy : oy + tile, ox : ox + tile] += prob
             work.wsum[oy : oy + tile, ox : ox + tile] += self._weight
             work.pending -= 1
+            if work.pending == 0:
+                work.window = None  # free the input before the unit waits for the writer
 
     def _finish_unit(self, plan: Plan, writer: LabelWriter, work: _Work) -> None:
         """Blend, return to level pixels, argmax; write the unit (writer thread)."""

@@ -40,7 +40,7 @@ def read_rgb(path: Path) -> npt.NDArray[np.uint8]:
 def predict_array(engine: Engine, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """(y, x, 3) uint8 -> (y, x) class indices in the card's class order."""
     spec = engine.spec
-    tile, halo = spec.tile_size_px, spec.overlap_px
+    tile, halo = spec.tile_size_px, spec.overlap_px // 2
     stride = tile - 2 * halo
     height, width = rgb.shape[:2]
     cols, rows = max(1, math.ceil(width / stride)), max(1, math.ceil(height / stride))

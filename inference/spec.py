@@ -33,7 +33,8 @@ class ModelSpec:
     """Model facts the pipeline uses: classes, scale, patch geometry, normalisation.
 
     ``classes[0]`` is background (what glass becomes); ``colors`` are RGB per class.
-    ``tile_size_px`` and ``overlap_px`` are in model pixels (at ``mpp``).
+    ``tile_size_px`` and ``overlap_px`` are in model pixels (at ``mpp``); neighbouring patches
+    share ``overlap_px`` pixels, so each has ``overlap_px // 2`` of context on every side.
     """
 
     name: str
@@ -49,8 +50,8 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if len(self.classes) < 2 or len(self.colors) != len(self.classes):
             raise ValueError("a model needs >= 2 classes and one colour per class")
-        if not 0 <= self.overlap_px < self.tile_size_px // 2:
-            raise ValueError(f"overlap {self.overlap_px} not in 0..{self.tile_size_px // 2 - 1}")
+        if not 0 <= self.overlap_px <= self.tile_size_px // 2:
+            raise ValueError(f"overlap {self.overlap_px} not in 0..{self.tile_size_px // 2}")
         if self.mpp <= 0:
             raise ValueError(f"model mpp {self.mpp} must be > 0")
 

@@ -55,10 +55,22 @@ class LocalPyramidStore:
 
     def get(self, key: str) -> bytes | None:
         try:
-            with open(os.path.join(self.root, key), "rb", buffering=0) as handle:
-                return handle.readall()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            fd = os.open(os.path.join(self.root, key), os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        try:  # 3 syscalls; FileIO.readall costs twice as many
+            size = os.fstat(fd).st_size
+            data = os.read(fd, size)
+            while len(data) < size:  # a short read (rare): go on
+                more = os.read(fd, size - len(data))
+                if not more:
+                    break
+                data += more
+            return data
+        except IsADirectoryError:
+            return None
+        finally:
+            os.close(fd)
 
     def list_pyramids(self) -> list[str]:
         try:

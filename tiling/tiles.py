@@ -14,14 +14,15 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import imagecodecs
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from tiling.cache import TileCache
+from tiling.cache import MemoryCache, TileCache
 from tiling.catalog import SlideRef
+from tiling.codec import decode_jpeg, encode_jpeg
 from tiling.errors import (
+    ChunkDecodeError,
     InvalidTileRequestError,
     TileOutOfRangeError,
     UnsupportedTileRequestError,
@@ -54,9 +55,22 @@ def dz_level_count(width: int, height: int) -> int:
 class TileService:
     """Reads and renders tiles of catalogued slides; one per process, thread-safe."""
 
-    def __init__(self, cache: TileCache, jpeg_quality: int = 85) -> None:
+    def __init__(
+        self, cache: TileCache, jpeg_quality: int = 85, chunk_cache_bytes: int = 128 << 20
+    ) -> None:
         self.cache = cache
         self.jpeg_quality = jpeg_quality
+        # stored chunks are immutable: keeping hot ones in memory saves the open/read/close
+        self.chunks = MemoryCache(chunk_cache_bytes)
+
+    def _stored(self, ref: SlideRef, level: int, col: int, row: int) -> bytes | None:
+        key = f"{ref.id}/{level}/{col}/{row}"
+        data = self.chunks.get(key)
+        if data is None:
+            data = ref.store.get(chunk_key(level, col, row))
+            if data is not None:
+                self.chunks.put(key, data)
+        return data
 
     # -- stored chunks -------------------------------------------------------------------
     @staticmethod
@@ -72,7 +86,7 @@ class TileService:
     def stored_chunk(self, ref: SlideRef, level: int, col: int, row: int) -> bytes | None:
         """The chunk file's bytes (a complete JPEG), or None for a chunk never written."""
         self.check_tile(ref, level, col, row)
-        return ref.store.get(chunk_key(level, col, row))
+        return self._stored(ref, level, col, row)
 
     def is_whole_chunk(self, ref: SlideRef, level: int, col: int, row: int) -> bool:
         info = ref.levels[level]
@@ -85,17 +99,13 @@ class TileService:
         shape = (ref.spec.tile_height, ref.spec.tile_width, 3)
         if data is None:
             return np.full(shape, FILL_VALUE, np.uint8)
-        pixels: RGB = imagecodecs.jpeg8_decode(data)
+        pixels = decode_jpeg(data)
         if pixels.shape != shape:
-            pixels = np.ascontiguousarray(
-                np.broadcast_to(pixels.reshape(*pixels.shape[:2], -1)[..., :3], shape)
-            )
+            raise ChunkDecodeError(f"chunk is {pixels.shape[1]}x{pixels.shape[0]}, not a tile")
         return pixels
 
     def encode(self, pixels: RGB) -> bytes:
-        return bytes(
-            imagecodecs.jpeg8_encode(np.ascontiguousarray(pixels), level=self.jpeg_quality)
-        )
+        return encode_jpeg(pixels, self.jpeg_quality, subsampling="420")  # small, as browsers like
 
     def read_region(self, ref: SlideRef, level: int, box: tuple[int, int, int, int]) -> RGB:
         """Pixels of stored ``level`` in ``box`` = (lvl_x, lvl_y, width, height), clipped."""
@@ -146,7 +156,7 @@ class TileService:
         if level >= 0:
             self.check_tile(ref, level, col, row)
             if self.is_whole_chunk(ref, level, col, row):
-                data = ref.store.get(chunk_key(level, col, row))
+                data = self._stored(ref, level, col, row)
                 if data is not None:
                     return Tile(data, etag_for(ref.id, descriptor))
         key = etag_for(ref.id, descriptor)
@@ -213,7 +223,7 @@ class TileService:
         ):
             col, row = x // (tw * factor), y // (th * factor)
             if col < info.columns and row < info.rows and self.is_whole_chunk(ref, level, col, row):
-                data = ref.store.get(chunk_key(level, col, row))
+                data = self._stored(ref, level, col, row)
                 if data is not None:
                     return Tile(data, key)
 

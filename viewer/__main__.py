@@ -9,14 +9,15 @@ already there, reporting failures one line each), then serves on 127.0.0.1:8000.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 from pathlib import Path
 
+from tiling.errors import TilingError
 from viewer.config import ServerSettings
 from viewer.errors import ViewerError
+from wsi.errors import SlideError
 
 __all__ = ["main"]
 
@@ -40,19 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _convert(source: Path, target: Path) -> None:
-    """Open ``source`` with :func:`wsi.open_slide` and build its pyramid at ``target``."""
-    wsi = importlib.import_module("wsi")
-    convert = importlib.import_module("tiling.convert")
-    reader = wsi.open_slide(source)
-    try:
-        convert.build_pyramid(reader, target)
-    finally:
-        reader.close()
-
-
 def convert_all(slides: Path, data: Path) -> tuple[list[str], list[str]]:
     """Convert every readable slide of ``slides`` into ``data``; (converted, failed) names."""
+    from tiling.convert import build_pyramid
+    from wsi import open_slide
+
     data.mkdir(parents=True, exist_ok=True)
     converted: list[str] = []
     failed: list[str] = []
@@ -63,8 +56,12 @@ def convert_all(slides: Path, data: Path) -> tuple[list[str], list[str]]:
         if target.exists():
             continue
         try:
-            _convert(source, target)
-        except Exception as exc:  # report and go on: one bad slide must not stop the demo
+            reader = open_slide(source)
+            try:
+                build_pyramid(reader, target)
+            finally:
+                reader.close()
+        except (SlideError, TilingError, OSError) as exc:  # one bad slide must not stop the demo
             code = getattr(exc, "code", type(exc).__name__)
             print(f"skipped {source.name}: {code}: {str(exc)[:200]}", file=sys.stderr)
             failed.append(source.name)

@@ -12,31 +12,35 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from share.authz import Decision
 from share.config import ShareSettings
 from share.router import install_share
+from share.web import cached_session_of_scope
 from share.web import install_error_handlers as install_share_error_handlers
 from tiling import errors as tiling_errors
 from tiling.cache import DiskCache, MemoryCache, TileCache
 from tiling.catalog import Catalog, SlideRef
 from tiling.errors import PyramidNotFoundError
-from tiling.fastpath import TileFastPath
+from tiling.fastpath import serve_fast_tile
 from tiling.router import allow_all
 from tiling.router import router as tiling_router
 from tiling.store import open_data_root
 from tiling.tiles import TileService
 from viewer.config import ServerSettings
-from viewer.errors import ConfigError, ViewerError
+from viewer.errors import ConfigError, OpenSeadragonMissingError, ViewerError
+from viewer.pages import install_pages
 from wsi import errors as wsi_errors
 
-__all__ = ["ERROR_STATUS", "create_app", "create_app_from_env"]
+__all__ = ["ERROR_STATUS", "IainApp", "create_app", "create_app_from_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +48,15 @@ logger = logging.getLogger(__name__)
 ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (tiling_errors.PyramidNotFoundError, 404),
     (tiling_errors.TileOutOfRangeError, 404),
+    (tiling_errors.InvalidLevelError, 404),
     (tiling_errors.InvalidTileRequestError, 400),
     (tiling_errors.UnsupportedTileRequestError, 400),
-    (tiling_errors.InvalidPyramidError, 422),
+    (tiling_errors.OutputExistsError, 409),
+    (tiling_errors.InvalidOutputError, 400),
+    (tiling_errors.SourceReadError, 422),
+    # stored data that cannot be read: the server's fault, answered as JSON all the same
+    (tiling_errors.CorruptPyramidError, 500),
+    (tiling_errors.ChunkDecodeError, 500),
     (tiling_errors.TilingError, 400),
     (wsi_errors.SlideNotFoundError, 404),
     (wsi_errors.UnsupportedFormatError, 415),
@@ -56,6 +66,7 @@ ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (wsi_errors.UnreadableRegionError, 422),
     (wsi_errors.SlideError, 422),
     (ConfigError, 400),
+    (OpenSeadragonMissingError, 503),
     (ViewerError, 400),
 )
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
@@ -88,6 +99,17 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     return error_response(exc.status_code, code, str(exc.detail))
+
+
+class IainApp(FastAPI):
+    """FastAPI with the DeepZoom tile fast path in front of its middleware stack."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["app"] = self  # as Starlette sets it: request.app for the access hook
+            if await serve_fast_tile(self.state, scope, send):
+                return
+        await super().__call__(scope, receive, send)
 
 
 def _share_resolve(request: Request, slide_id: str, decision: Decision) -> SlideRef:
@@ -126,7 +148,7 @@ def create_app(settings: ServerSettings, share: ShareSettings | None = None) -> 
             app.state.view_aggregator.flush()
             app.state.accounts.db.dispose()
 
-    app = FastAPI(title="IAIN", version="0.1.0", lifespan=lifespan)
+    app = IainApp(title="IAIN", version="0.1.0", lifespan=lifespan)
     root = open_data_root(settings.data, settings.s3_endpoint_url or None)
     cache_path = settings.cache_path
     disk = DiskCache(cache_path, settings.disk_cache_mb << 20) if cache_path else None
@@ -163,9 +185,9 @@ def create_app(settings: ServerSettings, share: ShareSettings | None = None) -> 
         return {"status": "ok", "pyramids": count}
 
     app.include_router(tiling_router)
-    app.add_middleware(TileFastPath)
+    install_pages(app, required=False)  # GET /, /view/{id}, /static/...
     if share is not None:  # last: authentication must be the outermost middleware
-        install_share(
+        accounts = install_share(
             app,
             share,
             resolve=_share_resolve,
@@ -173,6 +195,9 @@ def create_app(settings: ServerSettings, share: ShareSettings | None = None) -> 
             discover=_share_discover,
         )
         install_share_error_handlers(app)
+        # The tile fast path runs before the middleware: it may only use a session this process
+        # checked moments ago; anything else falls through to AuthMiddleware and the routes.
+        app.state.fast_session = partial(cached_session_of_scope, accounts)
     return app
 
 

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # Vendors whose mpp OpenSlide takes from a vendor property rather than TIFF resolution tags.
 _VENDOR_MPP = {"aperio", "hamamatsu", "dicom", "leica", "mirax", "philips", "ventana", "sakura"}
+# OpenSlide reads OME-TIFF as a one-level generic TIFF (its SubIFD pyramid and OME mpp lost).
+_LEAVE_TO_TIFFFILE = {"ome", "qptiff"}
 _TIFF_STORED = {"aperio", "generic-tiff", "philips", "ventana"}
 
 
@@ -44,7 +46,7 @@ class OpenSlideReader(BaseReader):
             found = sniff(path)
         except SlideError:
             return False
-        if found.kind not in ("tiff", "dicom", "mirax"):
+        if found.kind not in ("tiff", "dicom", "mirax") or found.vendor in _LEAVE_TO_TIFFFILE:
             return False
         try:
             return openslide.OpenSlide.detect_format(str(found.file)) is not None
@@ -80,7 +82,7 @@ class OpenSlideReader(BaseReader):
         index = self._stored_index()
         fix = isinstance(index, DicomStoredTiles) and index.ycbcr_labelled_rgb()
         if fix:
-            logger.info("%s: JFIF frames labelled RGB; converting YCbCr", self.path.name)
+            logger.info("DICOM JFIF frames labelled RGB; converting YCbCr")
         return fix
 
     # -- metadata ----------------------------------------------------------------------------
@@ -133,7 +135,7 @@ class OpenSlideReader(BaseReader):
     # -- pixels ------------------------------------------------------------------------------
     def _fail(self, exc: Exception, what: str) -> UnreadableRegionError:
         self._broken = str(exc)
-        logger.warning("%s: OpenSlide failed reading %s; handle dropped", self.path.name, what)
+        logger.warning("OpenSlide failed reading %s; handle dropped", what)
         return UnreadableRegionError(f"{self.path.name}: cannot decode {what} ({exc})")
 
     def _read(self, x: int, y: int, level: int, w: int, h: int) -> RGBArray:
@@ -156,6 +158,10 @@ class OpenSlideReader(BaseReader):
         self._check_usable()
         if name not in self.associated_images:
             raise InvalidRegionError(f"{self.path.name}: no associated image {name!r}")
+        prefix = f"openslide.associated.{name}."
+        width = int(self._props.get(prefix + "width", "0") or 0)
+        height = int(self._props.get(prefix + "height", "0") or 0)
+        self._check_associated_size(name, width, height)
         try:
             image = self._slide.associated_images[name]
         except openslide.OpenSlideError as exc:

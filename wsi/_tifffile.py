@@ -247,6 +247,11 @@ class TifffileReader(BaseReader):
         series = self._associated_series().get(name)
         if series is None:
             raise InvalidRegionError(f"{self.path.name}: no associated image {name!r}")
+        shape, axes = series.shape, series.axes
+        if "X" not in axes or "Y" not in axes:
+            raise UnsupportedFormatError(f"{self.path.name}: associated {name!r} has axes {axes}")
+        width, height = int(shape[axes.index("X")]), int(shape[axes.index("Y")])
+        self._check_associated_size(name, width, height)
         try:
             with self._lock:
                 data = np.asarray(series.asarray())

@@ -2,6 +2,10 @@
 
 Coordinates: ``location`` is (x, y) in level-0 pixels, ``size`` is (width, height) in pixels of
 the requested level; returned arrays are (height, width, 3) uint8 RGB. Level 0 is full resolution.
+
+At a level > 0 pass a ``location`` that is a multiple of the level's downsample (``col * tile *
+downsample``): OpenSlide resamples bilinearly by the fractional remainder of ``location /
+downsample``, the other backends floor it to the level's pixel grid, so only aligned reads agree.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -127,6 +132,17 @@ class SlideReader(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> SlideReader:
+        """``with open_slide(path) as reader:`` closes the reader on exit."""
+        ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

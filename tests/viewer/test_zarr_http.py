@@ -7,13 +7,12 @@ import pytest
 import zarr
 from fastapi.testclient import TestClient
 
-from tests.viewer.zarr_codec import ensure_jpeg_codec
+import tiling  # noqa: F401  (registers the iain.jpeg codec with zarr)
 
 
 def test_zarr_python_reads_the_pyramid_over_http(
     live_server: str, slide_ids: dict[str, str], pixels: np.ndarray
 ) -> None:
-    ensure_jpeg_codec()
     group = zarr.open_group(f"{live_server}/zarr/{slide_ids['alpha']}", mode="r")
     multiscales = group.attrs["ome"]["multiscales"][0]
     assert [d["path"] for d in multiscales["datasets"]] == ["0", "1", "2"]

@@ -1,0 +1,330 @@
+"""Tile serving throughput: IAIN as deployed vs nginx, an OpenSlide DeepZoom server and a
+stored-TIFF-bytes server, on the same random level-0 tissue tiles, in one run.
+
+    python -m benchmarks.bench_serve [--duration 20] [--workers 2]
+
+Inputs (cached in benchmarks/out/, gitignored): s04.svs from
+../shared/tools/make_big_slide.py (20000x20000, seed 1, Q85), its IAIN pyramid
+(``iain convert``), its DeepZoom files cut by ``vips dzsave`` for nginx. Load: wrk with
+random_urls.lua (a random tile of the list per request), -t1 -c1, -t2 -c16, -t2 -c64,
+``--duration`` s each after a 3 s warm-up, on the same cores as the servers. Prints req/s,
+p50, p99, errors and ratios; writes out/serve.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+REPO = HERE.parent
+SHARED = REPO.parent / "shared"
+PY = sys.executable
+SIZE = 20000
+TILE = 256
+DZ_MAX = 15  # ceil(log2(20000)): DeepZoom level of full resolution
+CONCURRENCY = ((1, 1), (2, 16), (2, 64))  # (wrk threads, connections)
+
+
+def run(cmd: list[str], **kwargs: object) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, **kwargs)  # type: ignore[call-overload]
+
+
+def prepare() -> tuple[Path, Path, Path]:
+    """The slide, its IAIN data dir and its dzsave tree (built once)."""
+    OUT.mkdir(exist_ok=True)
+    slide = OUT / "s04.svs"
+    if not slide.exists():
+        source = SHARED / "slides" / "cmu-1-small-region" / "level-0-frames-0-30.dcm"
+        run(
+            [
+                PY,
+                str(SHARED / "tools" / "make_big_slide.py"),
+                "--source",
+                str(source),
+                "--size",
+                f"{SIZE}x{SIZE}",
+                "--quality",
+                "85",
+                "--seed",
+                "1",
+                str(slide),
+            ]
+        )
+    data = OUT / "data"
+    if not (data / "s04.zarr").exists():
+        data.mkdir(exist_ok=True)
+        run([PY, "-m", "viewer.cli", "convert", str(slide), str(data / "s04.zarr")], cwd=REPO)
+    dz = OUT / "dz"
+    if not (OUT / "dz.dzi").exists():
+        shutil.rmtree(OUT / "dz_files", ignore_errors=True)
+        run(
+            [
+                "vips",
+                "dzsave",
+                str(slide),
+                str(dz),
+                "--tile-size",
+                str(TILE),
+                "--overlap",
+                "0",
+                "--suffix",
+                ".jpg[Q=85]",
+            ]
+        )
+    return slide, data, OUT
+
+
+def tissue_tiles(data: Path) -> list[tuple[int, int]]:
+    """Level-0 tiles whose mean is darker than glass (cached in out/tiles04.txt)."""
+    cache = OUT / "tiles04.txt"
+    if cache.exists():
+        return [tuple(map(int, line.split())) for line in cache.read_text().splitlines()]  # type: ignore[misc]
+    tiles = []
+    columns = -(-SIZE // TILE)
+    for row in range(columns):
+        for col in range(columns):
+            chunk = data / "s04.zarr" / "0" / "c" / "0" / str(row) / str(col)
+            whole = (col + 1) * TILE <= SIZE and (row + 1) * TILE <= SIZE
+            if whole and chunk.exists() and jpeg_mean(chunk.read_bytes()) < 215:
+                tiles.append((col, row))
+    cache.write_text("".join(f"{c} {r}\n" for c, r in tiles))
+    return tiles
+
+
+def jpeg_mean(data: bytes) -> float:
+    return float(imagecodecs.jpeg8_decode(data).mean())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return bytes(response.read())
+
+
+@contextmanager
+def server(cmd: list[str], ready_url: str, env: dict[str, str] | None = None) -> Iterator[None]:
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                get(ready_url)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    tail = log.read()[-2000:]
+                    raise RuntimeError(f"{cmd[:3]} did not start: {tail!r}") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@contextmanager
+def nginx(root: Path, port: int) -> Iterator[None]:
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(f"""
+user root;
+worker_processes 2;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+  include /etc/nginx/mime.types;
+  access_log off; sendfile on; tcp_nopush on; tcp_nodelay on;
+  keepalive_requests 1000000;
+  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
+  uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
+  server {{ listen 127.0.0.1:{port}; root {root}; }}
+}}
+""")
+        with server(
+            ["nginx", "-c", str(conf), "-g", "daemon off;"], f"http://127.0.0.1:{port}/dz.dzi"
+        ):
+            yield
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * _UNIT[unit]
+
+
+def wrk(base: str, paths: Path, threads: int, connections: int, seconds: int) -> dict[str, float]:
+    lua = str(HERE / "random_urls.lua")
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        lua,
+        base,
+        "--",
+        str(paths),
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out)[1])  # type: ignore[index]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out)[1])  # type: ignore[index]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    errors = int(non2xx[1]) if non2xx else 0
+    if socket_errors:
+        errors += sum(int(v) for v in socket_errors.groups())
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": errors}
+
+
+def measure(name: str, base: str, urls: list[str], seconds: int) -> list[dict[str, float]]:
+    paths = OUT / f"urls-{name}.txt"
+    paths.write_text("".join(u + "\n" for u in urls))
+    for url in urls[:3]:  # every server answers a real JPEG of a tissue tile
+        pixels = imagecodecs.jpeg8_decode(get(base + url))
+        assert pixels.shape == (TILE, TILE, 3) and pixels.mean() < 225, (name, url)
+    wrk(base, paths, 2, 16, 3)  # warm-up
+    rows = []
+    for threads, connections in CONCURRENCY:
+        result = wrk(base, paths, threads, connections, seconds)
+        result["c"] = connections
+        rows.append(result)
+        print(
+            f"{name:<28} c={connections:<3} {result['rps']:>9.0f} req/s"
+            f"  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms"
+            f"  errors {result['errors']:.0f}",
+            flush=True,
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", nargs="*", default=None, help="subset of servers to run")
+    args = parser.parse_args(argv)
+    slide, data, dz_root = prepare()
+    tiles = tissue_tiles(data)
+    rng = np.random.default_rng(4)
+    order = [tiles[i] for i in rng.permutation(len(tiles))]
+    print(
+        f"{len(tiles)} level-0 tissue tiles; {args.duration} s per cell; "
+        f"{os.cpu_count()} cores shared with wrk",
+        flush=True,
+    )
+    results: dict[str, list[dict[str, float]]] = {}
+    want = set(args.only) if args.only else None
+
+    def enabled(name: str) -> bool:
+        return want is None or name in want
+
+    if enabled("iain"):
+        port = free_port()
+        cache = tempfile.mkdtemp(prefix="iain-bench-cache-")
+        cmd = [
+            PY,
+            "-m",
+            "viewer.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--data",
+            str(data),
+            "--workers",
+            str(args.workers),
+            "--cache-dir",
+            cache,
+        ]
+        base = f"http://127.0.0.1:{port}"
+        with server(cmd, base + "/healthz"):
+            (slide_json,) = json.loads(get(base + "/api/slides"))
+            urls = [f"/slides/{slide_json['id']}_files/{DZ_MAX}/{c}_{r}.jpeg" for c, r in order]
+            results["iain"] = measure(f"IAIN ({args.workers} workers)", base, urls, args.duration)
+        shutil.rmtree(cache, ignore_errors=True)
+    if enabled("nginx"):
+        port = free_port()
+        with nginx(dz_root, port):
+            urls = [f"/dz_files/{DZ_MAX}/{c}_{r}.jpg" for c, r in order]
+            results["nginx"] = measure(
+                "nginx static (dzsave)", f"http://127.0.0.1:{port}", urls, args.duration
+            )
+    if enabled("stored"):
+        port = free_port()
+        cmd = [PY, "-m", "benchmarks.peer_stored_tiff", str(slide), str(port), str(args.workers)]
+        c0, r0 = order[0]
+        with server(cmd, f"http://127.0.0.1:{port}/{c0}_{r0}.jpeg"):
+            urls = [f"/{c}_{r}.jpeg" for c, r in order]
+            results["stored"] = measure(
+                "stored TIFF bytes", f"http://127.0.0.1:{port}", urls, args.duration
+            )
+    if enabled("deepzoom"):
+        port = free_port()
+        cmd = [PY, "-m", "benchmarks.peer_deepzoom", str(slide), str(port), str(args.workers)]
+        with server(cmd, f"http://127.0.0.1:{port}/0/0_0.jpeg"):
+            urls = [f"/{DZ_MAX}/{c}_{r}.jpeg" for c, r in order]
+            results["deepzoom"] = measure(
+                "OpenSlide DeepZoom", f"http://127.0.0.1:{port}", urls, args.duration
+            )
+    (OUT / "serve.json").write_text(json.dumps(results, indent=2))
+    if "iain" in results:
+        print("\nratios at each concurrency (IAIN / peer req/s):")
+        for peer in ("nginx", "stored", "deepzoom"):
+            if peer in results:
+                ratios = [
+                    a["rps"] / b["rps"] for a, b in zip(results["iain"], results[peer], strict=True)
+                ]
+                print(
+                    f"  IAIN / {peer:<9} "
+                    + "  ".join(
+                        f"c={c}: {r:5.2f}x" for (_, c), r in zip(CONCURRENCY, ratios, strict=True)
+                    )
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
