@@ -102,6 +102,25 @@ def viewport(
     return store.query_viewport(accounts.db, me, slide, view, layer=layer, limit=limit)
 
 
+@router.get("/density")
+def density(
+    slide: Slide,
+    me: Me,
+    accounts: AccountsDep,
+    x: Annotated[float, Query(allow_inf_nan=False, ge=-1e8, le=1e8)],
+    y: Annotated[float, Query(allow_inf_nan=False, ge=-1e8, le=1e8)],
+    width: Annotated[float, Query(allow_inf_nan=False, gt=0, le=1e8)],
+    height: Annotated[float, Query(allow_inf_nan=False, gt=0, le=1e8)],
+    cols: Annotated[int, Query(ge=1, le=512)] = 64,
+    rows: Annotated[int, Query(ge=1, le=512)] = 64,
+    layer: Annotated[str | None, Query(max_length=100)] = None,
+) -> dict[str, Any]:
+    """Counts per cell over the viewport: the low-zoom view of 10^5+ annotations."""
+    view = store.Viewport(x, y, width, height)
+    grid = store.density(accounts.db, me, slide, view, cols=cols, rows=rows, layer=layer)
+    return {"cols": cols, "rows": rows, "counts": grid}
+
+
 @router.post("", status_code=201)
 def create(
     slide: Slide, me: Me, accounts: AccountsDep, body: AnnotationBody, request: Request
