@@ -11,12 +11,16 @@ PYTEST_ARGS ?=
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml Makefile package.json package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# CPU build of torch from this machine's wheel cache; the Dockerfile installs the CUDA build.
 	$(PY) -m pip install -q torch==2.13.0 torchvision==0.28.0
 	$(PY) -m pip install -q -e '.[dev]'
+	# The viewer's OpenSeadragon, exactly as package-lock.json pins it (served from node_modules).
+	npm ci --no-audit --no-fund
+	# Browser tests drive Debian's chromium; Playwright never downloads a browser of its own.
+	command -v chromium || (apt-get update && apt-get install -y chromium)
 	touch $@
 
 demo: install

@@ -23,6 +23,12 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise InvalidInputError(f"{name}={raw!r} is not an integer") from None
 
 
+def _local_data(environ: Mapping[str, str]) -> str:
+    # The database sits beside the pyramids when they are local (the catalogue ignores it).
+    data = environ.get("IAIN_DATA", "data")
+    return "data" if "://" in data else data
+
+
 @dataclass(frozen=True)
 class ShareSettings:
     """Accounts, sessions and audit settings.
@@ -48,6 +54,15 @@ class ShareSettings:
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 64 * 1024
     view_flush_s: float = 60.0
+    # A single annotation past this many vertices is refused (4xx naming the feature).
+    annotation_max_vertices: int = 100_000
+    annotation_max_features: int = 2_000_000
+    import_max_bytes: int = 1 << 30
+    # OIDC (authorization code + PKCE); off unless an issuer is set.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_redirect_uri: str = ""
     public_paths: frozenset[str] = field(
         default_factory=lambda: frozenset({"/api/login", "/healthz", "/readyz", "/login"})
     )
@@ -71,7 +86,7 @@ class ShareSettings:
             c.strip() for c in environ.get("SHARE_CENTRES", ",".join(DEFAULT_CENTRES)).split(",")
         )
         return cls(
-            data_dir=Path(environ.get("SHARE_DATA_DIR", environ.get("IAIN_DATA", "data"))),
+            data_dir=Path(environ.get("SHARE_DATA_DIR", _local_data(environ))),
             database_url=environ.get("SHARE_DATABASE_URL", ""),
             centres=tuple(c for c in centres if c),
             default_centre=environ.get("SHARE_DEFAULT_CENTRE", centres[0] if centres else ""),
@@ -82,4 +97,8 @@ class ShareSettings:
             login_window_s=_int(environ, "SHARE_LOGIN_WINDOW_S", 15 * 60),
             argon2_time_cost=_int(environ, "SHARE_ARGON2_TIME_COST", 3),
             argon2_memory_kib=_int(environ, "SHARE_ARGON2_MEMORY_KIB", 64 * 1024),
+            oidc_issuer=environ.get("SHARE_OIDC_ISSUER", ""),
+            oidc_client_id=environ.get("SHARE_OIDC_CLIENT_ID", ""),
+            oidc_client_secret=environ.get("SHARE_OIDC_CLIENT_SECRET", ""),
+            oidc_redirect_uri=environ.get("SHARE_OIDC_REDIRECT_URI", ""),
         )

@@ -7,9 +7,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from share.accounts import Accounts
+from share.config import ShareSettings
+from share.db import open_database
 from share.errors import ConflictError
 
-__all__ = ["DEMO_ACCOUNTS", "DemoAccount", "assign_demo_slides", "create_demo_accounts"]
+__all__ = [
+    "DEMO_ACCOUNTS",
+    "DemoAccount",
+    "assign_demo_slides",
+    "create_demo_accounts",
+    "prepare_demo",
+]
 
 
 @dataclass(frozen=True)
@@ -48,3 +56,17 @@ def assign_demo_slides(accounts: Accounts, slide_ids: Sequence[str]) -> dict[str
         accounts.assign_slide(slide_id, centre)
         out[slide_id] = centre
     return out
+
+
+def prepare_demo(settings: ShareSettings, slides: Sequence[tuple[str, str]]) -> list[DemoAccount]:
+    """For ``iain demo``: migrate the database, register ``(slide_id, name)`` pairs, spread
+    them over the centres and create the demo accounts; returns the accounts to print."""
+    db = open_database(settings.url)
+    try:
+        accounts = Accounts(db, settings)
+        accounts.ensure_centres()
+        accounts.register_slides(slides)
+        assign_demo_slides(accounts, [slide_id for slide_id, _ in slides])
+        return create_demo_accounts(accounts)
+    finally:
+        db.dispose()

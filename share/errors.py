@@ -13,6 +13,7 @@
     ├── NotFoundError (LookupError)   unknown user / centre / record          -> 404
     ├── ConflictError                 stale version, duplicate name           -> 409
     ├── InvalidInputError (ValueError) bad request body / argument            -> 422
+    ├── PayloadTooLargeError          import body past its size cap           -> 413
     └── AuditChainError               the audit hash chain does not verify
 
 ``SlideNotFoundError`` deliberately carries the same message for "does not exist" and "exists
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidInputError",
     "LoginRateLimitedError",
     "NotFoundError",
+    "PayloadTooLargeError",
     "SessionExpiredError",
     "ShareError",
     "SlideNotFoundError",
@@ -90,6 +92,10 @@ class ConflictError(ShareError):
 
 class InvalidInputError(ShareError, ValueError):
     code = "invalid_input"
+
+
+class PayloadTooLargeError(ShareError):
+    code = "payload_too_large"
 
 
 class AuditChainError(ShareError):

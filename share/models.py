@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import (
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -21,7 +22,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["AuditHead", "AuditRecord", "Base", "Centre", "LoginAttempt", "Session", "Slide", "User"]
+__all__ = [
+    "Annotation",
+    "AnnotationClass",
+    "AnnotationVersion",
+    "AuditHead",
+    "AuditRecord",
+    "Base",
+    "Centre",
+    "LoginAttempt",
+    "OidcPending",
+    "Session",
+    "Slide",
+    "User",
+]
 
 
 class Base(DeclarativeBase):
@@ -102,3 +116,66 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AnnotationClass(Base):
+    """A classification (QuPath's PathClass): name and display colour ``#rrggbb``."""
+
+    __tablename__ = "annotation_classes"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    color: Mapped[str] = mapped_column(String(7))
+
+
+class Annotation(Base):
+    """Current state of one annotation; past states live in ``annotation_history``.
+
+    ``geometry`` is GeoJSON text in level-0 pixels; ``properties`` holds the source's other
+    properties verbatim (QuPath round-trip). The bbox columns feed the spatial index (SQLite
+    R*Tree kept by triggers; a GiST index on ``box(...)`` on PostgreSQL).
+    """
+
+    __tablename__ = "annotations"
+    __table_args__ = (Index("ix_annotations_slide_layer", "slide_id", "layer"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(64))
+    slide_id: Mapped[str] = mapped_column(String(200))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    layer: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))
+    object_type: Mapped[str] = mapped_column(String(16))
+    class_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    comment: Mapped[str] = mapped_column(Text)
+    geometry: Mapped[str] = mapped_column(Text)
+    properties: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    deleted: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    min_x: Mapped[float] = mapped_column(Float)
+    min_y: Mapped[float] = mapped_column(Float)
+    max_x: Mapped[float] = mapped_column(Float)
+    max_y: Mapped[float] = mapped_column(Float)
+
+
+class AnnotationVersion(Base):
+    """A replaced state: the snapshot (JSON) of ``annotation_id`` at ``version``."""
+
+    __tablename__ = "annotation_history"
+    __table_args__ = (Index("ix_annotation_history_ann_version", "annotation_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    annotation_id: Mapped[int] = mapped_column(ForeignKey("annotations.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(150))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    op: Mapped[str] = mapped_column(String(16))
+    snapshot: Mapped[str] = mapped_column(Text)
+
+
+class OidcPending(Base):
+    """An OIDC login between the redirect to the provider and its callback (single use)."""
+
+    __tablename__ = "oidc_pending"
+    state: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    next_url: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -16,7 +16,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
-from http.cookies import CookieError, SimpleCookie
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -38,6 +37,7 @@ from share.errors import (
     InvalidInputError,
     LoginRateLimitedError,
     NotFoundError,
+    PayloadTooLargeError,
     SessionExpiredError,
     ShareError,
     SlideNotFoundError,
@@ -68,6 +68,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # class -> HTTP status; create_app merges this into its one table.
 ERROR_STATUS: dict[type[ShareError], int] = {
+    PayloadTooLargeError: 413,
     AuthenticationError: 401,
     LoginRateLimitedError: 429,
     CsrfError: 403,
@@ -107,14 +108,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _cookie(scope: Scope, name: str) -> str | None:
+    # A plain split: http.cookies.SimpleCookie's regex parser cost more than the whole
+    # authorisation on the tile path. Our token values are URL-safe base64 (no quoting).
+    prefix = name + "="
     for key, value in scope.get("headers", ()):
         if key == b"cookie":
-            try:
-                jar: SimpleCookie = SimpleCookie(value.decode("latin-1"))
-            except CookieError:
-                continue
-            if name in jar:
-                return jar[name].value
+            text: str = value.decode("latin-1")
+            for part in text.split(";"):
+                part = part.strip()
+                if part.startswith(prefix):
+                    return part[len(prefix) :].strip('"')
     return None
 
 
@@ -277,8 +280,10 @@ class SlideAccess(Generic[T]):
         views: audit.ViewAggregator,
         resolve: Callable[[Request, str, Decision], T],
         not_found: Callable[[str], Exception] = SlideNotFoundError,
+        discover: Callable[[Request, str], str | None] | None = None,
     ) -> None:
         self.accounts = accounts
+        self.discover = discover
         self.views = views
         self.resolve = resolve
         self.not_found = not_found
@@ -288,6 +293,12 @@ class SlideAccess(Generic[T]):
     def __call__(self, request: Request, slide_id: str, action: Action = Action.SLIDE_VIEW) -> T:
         info = session_of(request)
         slide = self.accounts.slide(slide_id)
+        if slide is None and self.discover is not None:
+            name = self.discover(request, slide_id)
+            if name is not None:
+                self.accounts.register_slides([(slide_id, name)])
+                self.accounts.forget_slide(slide_id)
+                slide = self.accounts.slide(slide_id)
         decision = (
             authorize(info.principal, action, slide)
             if slide is not None

@@ -71,6 +71,22 @@ def convert_all(slides: Path, data: Path) -> tuple[list[str], list[str]]:
     return converted, failed
 
 
+def _demo_accounts(data: Path) -> None:
+    """Spread the converted slides over the centres and print the demo logins."""
+    from share.config import ShareSettings
+    from share.demo import prepare_demo
+    from tiling.catalog import Catalog
+    from tiling.store import open_data_root
+
+    catalog = Catalog(open_data_root(str(data)))
+    catalog.refresh()
+    share = ShareSettings.from_env({**os.environ, "IAIN_DATA": str(data)})
+    accounts = prepare_demo(share, [(ref.id, ref.name) for ref in catalog.slides()])
+    print("demo logins (never use these passwords elsewhere):")
+    for a in accounts:
+        print(f"  {a.username:<12} {a.password:<18} {a.role:<12} {a.centre}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -95,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"iain demo: error: {args.slides} is not a directory", file=sys.stderr)
             return 2
         convert_all(args.slides, args.data)
+        if os.environ.get("IAIN_AUTH", "1") != "0":
+            _demo_accounts(args.data)
         if args.no_serve:
             return 0
         settings = ServerSettings.from_env(os.environ).with_(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,16 +19,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from share.authz import Decision
+from share.config import ShareSettings
+from share.router import install_share
+from share.web import install_error_handlers as install_share_error_handlers
 from tiling import errors as tiling_errors
 from tiling.cache import DiskCache, MemoryCache, TileCache
-from tiling.catalog import Catalog
+from tiling.catalog import Catalog, SlideRef
+from tiling.errors import PyramidNotFoundError
 from tiling.fastpath import TileFastPath
 from tiling.router import allow_all
 from tiling.router import router as tiling_router
 from tiling.store import open_data_root
 from tiling.tiles import TileService
 from viewer.config import ServerSettings
-from viewer.errors import ConfigError, ViewerError
+from viewer.errors import ConfigError, OpenSeadragonMissingError, ViewerError
+from viewer.pages import install_pages
 from wsi import errors as wsi_errors
 
 __all__ = ["ERROR_STATUS", "create_app", "create_app_from_env"]
@@ -56,6 +63,7 @@ ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (wsi_errors.UnreadableRegionError, 422),
     (wsi_errors.SlideError, 422),
     (ConfigError, 400),
+    (OpenSeadragonMissingError, 503),
     (ViewerError, 400),
 )
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
@@ -90,16 +98,41 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail))
 
 
-def create_app(settings: ServerSettings) -> FastAPI:
-    """The application; the data store is opened and scanned in the lifespan."""
+def _share_resolve(request: Request, slide_id: str, decision: Decision) -> SlideRef:
+    """What tile routes get from the hook once ``authorize`` allowed: the catalogue entry,
+    with the (possibly identifying) name replaced by the id for pseudonymised callers."""
+    ref = allow_all(request, slide_id)
+    return replace(ref, name=ref.id) if decision.pseudonymised else ref
+
+
+def _share_discover(request: Request, slide_id: str) -> str | None:
+    """Name of a catalogued slide not registered yet (found by a later catalogue refresh)."""
+    try:
+        return str(request.app.state.catalog.get(slide_id).name)
+    except PyramidNotFoundError:
+        return None
+
+
+def create_app(settings: ServerSettings, share: ShareSettings | None = None) -> FastAPI:
+    """The application; the data store is opened and scanned in the lifespan.
+
+    With ``share`` (what ``create_app_from_env`` passes) every route needs a session and
+    each slide goes through ``share.authz.authorize``; without it every slide is public.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.catalog.refresh()
+        if share is not None:  # slides found on disk belong to the default centre until moved
+            refs = app.state.catalog.slides()
+            app.state.accounts.register_slides((r.id, r.name) for r in refs)
         app.state.ready = True
         logger.info("serving %d slides", len(app.state.catalog.slides()))
         yield
         app.state.ready = False
+        if share is not None:  # pending slide views into the audit trail, then close the DB
+            app.state.view_aggregator.flush()
+            app.state.accounts.db.dispose()
 
     # FastAPI's native OpenTelemetry check runs per request; nothing here exports telemetry
     off: Any = {"tracing": False, "metrics": False, "logs": False}
@@ -140,9 +173,19 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return {"status": "ok", "pyramids": count}
 
     app.include_router(tiling_router)
-    # first middleware = innermost: authentication added later by the accounts package
-    # wraps the fast path, so the access hook sees the session on every tile
+    install_pages(app, required=False)  # GET /, /view/{id}, /static/...
+    # first middleware = innermost: authentication (install_share, below) wraps the fast
+    # path, so the access hook sees the session on every tile
     app.add_middleware(TileFastPath)
+    if share is not None:  # last: authentication must be the outermost middleware
+        install_share(
+            app,
+            share,
+            resolve=_share_resolve,
+            not_found=PyramidNotFoundError,
+            discover=_share_discover,
+        )
+        install_share_error_handlers(app)
     return app
 
 
@@ -150,4 +193,5 @@ def create_app_from_env() -> FastAPI:
     """Factory for worker processes: settings come from ``IAIN_*`` variables."""
     import os
 
-    return create_app(ServerSettings.from_env(os.environ))
+    share = None if os.environ.get("IAIN_AUTH", "1") == "0" else ShareSettings.from_env(os.environ)
+    return create_app(ServerSettings.from_env(os.environ), share)

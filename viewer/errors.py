@@ -2,13 +2,14 @@
 
 ::
 
-    ViewerError             base; ``code`` is a stable machine string
-    └── ConfigError         (also ValueError) an IAIN_* variable or option is invalid
+    ViewerError                     base; ``code`` is a stable machine string
+    ├── ConfigError                 (also ValueError) an IAIN_* variable or option is invalid
+    └── OpenSeadragonMissingError   (also FileNotFoundError) ``npm ci`` was not run
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ViewerError"]
+__all__ = ["ConfigError", "OpenSeadragonMissingError", "ViewerError"]
 
 
 class ViewerError(Exception):
@@ -17,3 +18,9 @@ class ViewerError(Exception):
 
 class ConfigError(ViewerError, ValueError):
     code = "invalid_config"
+
+
+class OpenSeadragonMissingError(ViewerError, FileNotFoundError):
+    """``node_modules/openseadragon`` is absent: the viewer pages cannot work."""
+
+    code = "openseadragon_missing"

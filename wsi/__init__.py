@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from ._tifffile import TifffileReader
 from .errors import (
     CorruptSlideError,
     InvalidRegionError,
+    ParseTimeoutError,
     SlideError,
     SlideNotFoundError,
     SlideTooLargeError,
@@ -51,6 +53,7 @@ __all__ = [
     "Mpp",
     "MppSource",
     "OpenSlideReader",
+    "ParseTimeoutError",
     "Point",
     "Size",
     "SlideError",
@@ -90,16 +93,63 @@ def backend_names() -> tuple[str, ...]:
     return tuple(entry.name for entry in BACKENDS)
 
 
+DEFAULT_OPEN_TIMEOUT_S = 30.0
+
+
+def _open_with_timeout(entry: _Entry, path: Path, timeout_s: float) -> BaseReader:
+    """Run a backend's constructor in a worker thread so a pathological file cannot hang us.
+
+    Our own TIFF walk is bounded; this guards the libraries (OpenSlide, tifffile, pydicom). A
+    constructor that finishes after the deadline has its reader closed by the worker. Library
+    exceptions other than ours become :class:`CorruptSlideError` (never a bare traceback).
+    """
+    lock = threading.Lock()
+    result: list[BaseReader] = []
+    failure: list[BaseException] = []
+    abandoned = False
+
+    def work() -> None:
+        try:
+            reader = entry.factory(path)
+        except BaseException as exc:  # handed to the caller below
+            with lock:
+                failure.append(exc)
+            return
+        with lock:
+            if not abandoned:
+                result.append(reader)
+                return
+        reader.close()
+
+    worker = threading.Thread(target=work, name=f"open-{entry.name}", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    with lock:
+        if not result and not failure:
+            abandoned = True
+            raise ParseTimeoutError(f"{path.name}: opening took longer than {timeout_s:g} s")
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, SlideError) or not isinstance(exc, Exception):
+            raise exc
+        raise CorruptSlideError(
+            f"{path.name}: {entry.name} cannot open it ({type(exc).__name__}: {exc})"
+        ) from exc
+    return result[0]
+
+
 def open_slide(
     path: str | os.PathLike[str],
     *,
     mpp_override: float | None = None,
     backend: str | None = None,
+    timeout_s: float = DEFAULT_OPEN_TIMEOUT_S,
 ) -> SlideReader:
     """Open a slide file (or DICOM series directory) with the first backend that claims it.
 
     Raises a :class:`SlideError` subclass naming the file: not found, unsupported format,
-    corrupt structure, declared size too large. ``mpp_override`` (µm/px) replaces the file's mpp.
+    corrupt structure, declared size too large, opening slower than ``timeout_s``.
+    ``mpp_override`` (µm/px) replaces the file's mpp.
     """
     p = Path(path)
     found = sniff(p)  # raises the specific structural error before any backend runs
@@ -108,14 +158,14 @@ def open_slide(
         raise UnsupportedFormatError(f"unknown backend {backend!r}; one of {backend_names()}")
     for entry in entries:
         if entry.can_open(p):
-            reader = entry.factory(p)
+            reader = _open_with_timeout(entry, p, timeout_s)
             if mpp_override is not None:
                 try:
                     reader.set_mpp_override(mpp_override)
                 except SlideError:
                     reader.close()
                     raise
-            logger.info("opened %s with %s (%s)", p.name, entry.name, reader.vendor)
+            logger.info("opened a %s slide with %s", reader.vendor, entry.name)  # no names: PHI
             return reader
     what = {"png": "a PNG image", "jpeg": "a JPEG image"}.get(found.kind, f"{found.vendor} file")
     via = f" by backend {backend!r}" if backend else ""

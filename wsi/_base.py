@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
-from .errors import InvalidRegionError, UnreadableRegionError
+from .errors import InvalidRegionError, SlideTooLargeError, UnreadableRegionError
 from .reader import Mpp, MppSource, RGBArray, StoredTiling
 
 __all__ = [
@@ -41,30 +42,48 @@ def plausible_mpp(
             f"ignored implausible mpp {x:.4g} x {y:.4g} µm/px from {source.value} "
             f"(outside {low}..{high})"
         )
-        logger.warning("%s: %s", name, reason)
+        logger.warning("slide mpp %s", reason)  # the file name may be identifying: not logged
         return Mpp.missing(), reason
     return Mpp(x, y, source), None
 
 
 def rgba_to_rgb(rgba: np.ndarray) -> RGBArray:
     """Composite straight-alpha RGBA over white (transparent = outside the slide)."""
+    rgb = np.ascontiguousarray(rgba[..., :3], dtype=np.uint8)
     if rgba.shape[-1] == 3:
-        return np.ascontiguousarray(rgba, dtype=np.uint8)
-    alpha = rgba[..., 3:4].astype(np.uint32)
-    rgb = rgba[..., :3].astype(np.uint32)
-    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+        return rgb
+    alpha = rgba[..., 3]
+    if alpha.min() == 255:  # the common case: the region lies inside the slide
+        return rgb
+    a = alpha[..., None].astype(np.uint32)
+    out = (rgb.astype(np.uint32) * a + 255 * (255 - a) + 127) // 255
     result: RGBArray = out.astype(np.uint8)
     return result
 
 
+def _ycc_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """libjpeg's integer YCbCr -> RGB tables (jdcolor.c), indexed by the 0..255 chroma value."""
+    c = np.arange(256, dtype=np.float64) - 128.0
+    cr_r = np.rint(1.40200 * c).astype(np.int16)
+    cb_b = np.rint(1.77200 * c).astype(np.int16)
+    cr_g = -0.71414 * c
+    cb_g = -0.34414 * c
+    return cr_r, cb_b, cb_g, cr_g
+
+
+_CR_R, _CB_B, _CB_G, _CR_G = _ycc_tables()
+_GREEN = np.rint(_CB_G[:, None] + _CR_G[None, :]).astype(np.int16)  # [cb, cr] -> green offset
+
+
 def ycbcr_to_rgb(ycc: np.ndarray) -> RGBArray:
-    """JFIF (full-range BT.601) YCbCr to RGB, as libjpeg does it."""
-    y = ycc[..., 0].astype(np.float32)
-    cb = ycc[..., 1].astype(np.float32) - 128.0
-    cr = ycc[..., 2].astype(np.float32) - 128.0
-    rgb = np.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], axis=-1)
-    result: RGBArray = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-    return result
+    """JFIF (full-range BT.601) YCbCr to RGB with libjpeg's tables (so results match libjpeg)."""
+    y = ycc[..., 0].astype(np.int16)
+    cb, cr = ycc[..., 1], ycc[..., 2]
+    out = np.empty((*ycc.shape[:-1], 3), np.uint8)
+    np.clip(y + _CR_R[cr], 0, 255, out=out[..., 0], casting="unsafe")
+    np.clip(y + _GREEN[cb, cr], 0, 255, out=out[..., 1], casting="unsafe")
+    np.clip(y + _CB_B[cb], 0, 255, out=out[..., 2], casting="unsafe")
+    return out
 
 
 class BaseReader:
@@ -76,7 +95,9 @@ class BaseReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._broken: str | None = None
+        self._broken: str | None = None  # an OpenSlide error: decoded reads are refused
+        self._closed = False
+        self._index_lock = threading.Lock()
         self._mpp_override: Mpp | None = None
         self.mpp_note: str | None = None  # why a declared mpp was rejected, for ``iain info``
 
@@ -143,7 +164,19 @@ class BaseReader:
         if not 0 <= level < self.level_count:
             raise InvalidRegionError(f"level {level} not in 0..{self.level_count - 1}")
 
+    def _check_associated_size(self, name: str, width: int, height: int) -> None:
+        """Associated images are decoded whole: refuse absurd declared sizes first."""
+        if width * height > MAX_REGION_PIXELS:
+            raise SlideTooLargeError(
+                f"{self.path.name}: associated image {name!r} declares {width} x {height} px"
+            )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UnreadableRegionError(f"{self.path.name}: reader is closed")
+
     def _check_usable(self) -> None:
+        self._check_open()
         if self._broken is not None:
             raise UnreadableRegionError(
                 f"{self.path.name}: reader unusable after an earlier error ({self._broken})"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,8 @@ class DicomStoredTiles:
         self.path = file
         self._levels: dict[int, _Level] = {}
         self._positions: dict[int, list[tuple[int, int]]] = {}
+        self._fds: dict[Path, int] = {}
+        self._lock = threading.Lock()
         wanted = {dims: level for level, dims in enumerate(level_dimensions)}
         for entry in sorted(file.parent.iterdir())[:10_000]:
             if not entry.is_file():
@@ -162,11 +165,7 @@ class DicomStoredTiles:
                 f"tile ({col}, {row}) not in 0..{t.columns - 1} x 0..{t.rows - 1} of level {level}"
             )
         offset, length = self._frame_positions(level, entry)[row * t.columns + col]
-        fd = os.open(entry.file, os.O_RDONLY)
-        try:
-            data = os.pread(fd, length, offset)
-        finally:
-            os.close(fd)
+        data = os.pread(self._fd(entry.file), length, offset)
         # DICOM pads fragments to even length with a trailing 0x00 after EOI; strip it.
         if data.endswith(b"\xff\xd9\x00"):
             data = data[:-1]
@@ -193,5 +192,17 @@ class DicomStoredTiles:
             fh.seek(offset)
             return has_jfif(fh.read(min(length, 64)))
 
+    def _fd(self, file: Path) -> int:
+        fd = self._fds.get(file)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(file)
+                if fd is None:
+                    fd = self._fds[file] = os.open(file, os.O_RDONLY)
+        return fd
+
     def close(self) -> None:
-        """Nothing held open between reads."""
+        """Close the per-level file descriptors."""
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)

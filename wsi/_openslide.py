@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # Vendors whose mpp OpenSlide takes from a vendor property rather than TIFF resolution tags.
 _VENDOR_MPP = {"aperio", "hamamatsu", "dicom", "leica", "mirax", "philips", "ventana", "sakura"}
+# OpenSlide reads OME-TIFF as a one-level generic TIFF (its SubIFD pyramid and OME mpp lost).
+_LEAVE_TO_TIFFFILE = {"ome", "qptiff"}
 _TIFF_STORED = {"aperio", "generic-tiff", "philips", "ventana"}
 
 
@@ -44,7 +46,7 @@ class OpenSlideReader(BaseReader):
             found = sniff(path)
         except SlideError:
             return False
-        if found.kind not in ("tiff", "dicom", "mirax"):
+        if found.kind not in ("tiff", "dicom", "mirax") or found.vendor in _LEAVE_TO_TIFFFILE:
             return False
         try:
             return openslide.OpenSlide.detect_format(str(found.file)) is not None
@@ -63,8 +65,15 @@ class OpenSlideReader(BaseReader):
             raise CorruptSlideError(f"{self.path.name}: OpenSlide cannot open it ({exc})") from exc
         except openslide.OpenSlideError as exc:
             raise CorruptSlideError(f"{self.path.name}: {exc}") from exc
+        try:
+            self._describe(found.vendor)
+        except BaseException:
+            self._slide.close()  # a half-built reader must not keep the handle open
+            raise
+
+    def _describe(self, sniffed_vendor: str) -> None:
         props = self._slide.properties
-        self.vendor = props.get("openslide.vendor", found.vendor)
+        self.vendor = props.get("openslide.vendor", sniffed_vendor)
         self._dims = tuple((int(w), int(h)) for w, h in self._slide.level_dimensions)
         self._downsamples = tuple(float(d) for d in self._slide.level_downsamples)
         self._props = dict(props)
@@ -72,15 +81,18 @@ class OpenSlideReader(BaseReader):
         self._stored_ready = False
         self._fix_ycbcr = self.vendor == "dicom" and self._dicom_ycbcr()
         source = MppSource.VENDOR if self.vendor in _VENDOR_MPP else MppSource.TIFF_RESOLUTION
-        mx, my = props.get("openslide.mpp-x"), props.get("openslide.mpp-y")
-        x, y = (float(mx), float(my)) if mx and my else (None, None)
+        try:
+            x: float | None = float(props["openslide.mpp-x"])
+            y: float | None = float(props["openslide.mpp-y"])
+        except (KeyError, ValueError):
+            x = y = None
         self._mpp, self.mpp_note = plausible_mpp(x, y, source, self.path.name)
 
     def _dicom_ycbcr(self) -> bool:
         index = self._stored_index()
         fix = isinstance(index, DicomStoredTiles) and index.ycbcr_labelled_rgb()
         if fix:
-            logger.info("%s: JFIF frames labelled RGB; converting YCbCr", self.path.name)
+            logger.info("DICOM JFIF frames labelled RGB; converting YCbCr")
         return fix
 
     # -- metadata ----------------------------------------------------------------------------
@@ -133,7 +145,7 @@ class OpenSlideReader(BaseReader):
     # -- pixels ------------------------------------------------------------------------------
     def _fail(self, exc: Exception, what: str) -> UnreadableRegionError:
         self._broken = str(exc)
-        logger.warning("%s: OpenSlide failed reading %s; handle dropped", self.path.name, what)
+        logger.warning("OpenSlide failed reading %s; handle dropped", what)
         return UnreadableRegionError(f"{self.path.name}: cannot decode {what} ({exc})")
 
     def _read(self, x: int, y: int, level: int, w: int, h: int) -> RGBArray:
@@ -156,6 +168,10 @@ class OpenSlideReader(BaseReader):
         self._check_usable()
         if name not in self.associated_images:
             raise InvalidRegionError(f"{self.path.name}: no associated image {name!r}")
+        prefix = f"openslide.associated.{name}."
+        width = int(self._props.get(prefix + "width", "0") or 0)
+        height = int(self._props.get(prefix + "height", "0") or 0)
+        self._check_associated_size(name, width, height)
         try:
             image = self._slide.associated_images[name]
         except openslide.OpenSlideError as exc:
@@ -165,19 +181,23 @@ class OpenSlideReader(BaseReader):
     # -- stored tiles ------------------------------------------------------------------------
     def _stored_index(self) -> TiffStoredTiles | DicomStoredTiles | None:
         if not self._stored_ready:
-            self._stored_ready = True
-            if self.vendor in _TIFF_STORED:
-                self._stored = TiffStoredTiles(self._file, self._dims)
-            elif self.vendor == "dicom":
-                self._stored = DicomStoredTiles(self._file, self._dims)
+            with self._index_lock:  # tile-server threads may ask at once: build one index
+                if not self._stored_ready:
+                    if self.vendor in _TIFF_STORED:
+                        self._stored = TiffStoredTiles(self._file, self._dims)
+                    elif self.vendor == "dicom":
+                        self._stored = DicomStoredTiles(self._file, self._dims)
+                    self._stored_ready = True
         return self._stored
 
     def stored_tiling(self, level: int) -> StoredTiling | None:
+        self._check_open()
         self._check_level(level)
         index = self._stored_index()
         return None if index is None else index.tiling(level)
 
     def read_stored_tile(self, level: int, col: int, row: int) -> bytes:
+        self._check_open()  # raw bytes do not need OpenSlide: still served after a decode error
         self._check_level(level)
         index = self._stored_index()
         if index is None:
@@ -185,6 +205,9 @@ class OpenSlideReader(BaseReader):
         return index.read(level, col, row)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._stored is not None:
             self._stored.close()
             self._stored = None

@@ -29,6 +29,7 @@ __all__ = ["IfdInfo", "SniffResult", "sniff", "sniff_tiff"]
 
 MAX_IFDS = 1024  # directories in the main chain plus SubIFDs
 MAX_TAGS = 4096  # tags in one directory (tifffile calls more than this "suspicious")
+MAX_TILES = 1 << 24  # tiles in one level: 16.7 M x 8 B offsets is the most we read at open
 MAX_DIR_ENTRIES = 10_000  # files looked at when a directory is given
 DICOM_WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
@@ -36,11 +37,12 @@ DICOM_WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 _TYPE_SIZES.update({16: 8, 17: 8, 18: 8})
 _INT_DTYPES = {1: "u1", 3: "u2", 4: "u4", 13: "u4", 16: "u8", 18: "u8"}
-# Compressions libtiff / imagecodecs decode: none, CCITT, LZW, old/new JPEG, Deflate, PackBits,
-# JPEG 2000 (Aperio 33003/33005), JPEG XL, WebP, Zstd, LERC, JPEG-XR.
+# Compressions libtiff / imagecodecs decode: none, CCITT RLE/G3/G4, LZW, old and new JPEG,
+# Deflate (8, 32946), PackBits, Aperio JPEG 2000 (33003, 33004, 33005, 33007), JPEG 2000, LERC,
+# lossy JPEG, LZMA, Zstd and WebP (old and new codes), PNG, JPEG XR, JPEG XL (50002, 52546).
 KNOWN_COMPRESSIONS = frozenset(
-    {1, 2, 3, 4, 5, 6, 7, 8, 32773, 32946, 33003, 33004, 33005, 34712, 34887, 34892, 34925}
-    | {34926, 34927, 34933, 34934, 50000, 50001, 50002, 52546, 8, 33007}
+    {1, 2, 3, 4, 5, 6, 7, 8, 32773, 32946, 33003, 33004, 33005, 33007, 34712, 34887, 34892}
+    | {34925, 34926, 34927, 34933, 34934, 50000, 50001, 50002, 52546}
 )
 
 _TAG_WIDTH, _TAG_LENGTH, _TAG_COMPRESSION, _TAG_PHOTOMETRIC = 256, 257, 259, 262
@@ -95,25 +97,54 @@ def _pick_from_directory(path: Path) -> Path:
         raise UnsupportedFormatError(
             f"{path.name}: cannot list directory ({exc.strerror})"
         ) from exc
-    for entry in entries:
-        if entry.is_file() and _is_dicom(entry):
+    dicom = [entry for entry in entries if entry.is_file() and _is_dicom(entry)]
+    for entry in dicom:  # prefer a whole-slide instance over e.g. a stray SR or KO object
+        if DICOM_WSI_SOP_CLASS.encode() in _head(entry, 4096):
             return entry
+    if dicom:
+        return dicom[0]
+    # MIRAX: an index file (INI text, "[GENERAL]") beside a data folder of the same stem. Given
+    # the folder, its index is the sibling OpenSlide expects; given their parent, the pair.
+    sibling = path.parent / f"{path.name}.mrxs"
+    if sibling.is_file() and _head(sibling, 9) == b"[GENERAL]":
+        return sibling
     for entry in entries:
-        if entry.is_file() and _head(entry, 9) == b"[GENERAL]":
+        if entry.is_file() and _head(entry, 9) == b"[GENERAL]" and (path / entry.stem).is_dir():
             return entry
     raise UnsupportedFormatError(f"{path.name}: directory holds no DICOM or MIRAX slide files")
+
+
+# (resolved path, size, mtime_ns) -> result: open_slide, can_open and the constructor all sniff.
+_cache: dict[tuple[str, int, int], SniffResult] = {}
+_CACHE_SIZE = 64
 
 
 def sniff(path: str | os.PathLike[str]) -> SniffResult:
     """Identify a slide from its bytes; raise a :class:`SlideError` subclass when we cannot.
 
     TIFF files are also structurally checked (sizes, offsets, loops) before any library sees them.
+    Successful results are cached per (file, size, mtime), so repeated calls cost one ``stat``.
     """
     p = Path(path)
     if not p.exists():
         raise SlideNotFoundError(f"{p.name}: no such file or directory")
     if p.is_dir():
         p = _pick_from_directory(p)
+    try:
+        st = p.stat()
+    except OSError as exc:
+        raise UnsupportedFormatError(f"{p.name}: cannot read ({exc.strerror})") from exc
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    found = _cache.get(key)
+    if found is None:
+        found = _sniff_file(p)
+        if len(_cache) >= _CACHE_SIZE:
+            _cache.pop(next(iter(_cache)))
+        _cache[key] = found
+    return found
+
+
+def _sniff_file(p: Path) -> SniffResult:
     try:
         head = _head(p, 132)
     except OSError as exc:
@@ -197,16 +228,19 @@ class _TiffWalker:
         return os.pread(self.fd, size, offset)
 
     def walk(self) -> tuple[IfdInfo, ...]:
+        """Main chain first, then SubIFD chains; a chain revisiting itself is a loop.
+
+        SubIFDs may be listed in the tag *and* chained to each other (tifffile, libtiff do
+        both), so reaching a directory another chain already visited just ends this chain.
+        """
         seen: set[int] = set()
         pending = [self.first]
         found: list[IfdInfo] = []
         while pending:
             offset = pending.pop(0)
-            while offset:
-                if offset in seen:
-                    raise CorruptSlideError(
-                        f"{self.path.name}: TIFF directory chain loops back to offset {offset}"
-                    )
+            chain: set[int] = set()
+            while offset and offset not in seen:
+                chain.add(offset)
                 seen.add(offset)
                 if len(seen) > MAX_IFDS:
                     raise CorruptSlideError(
@@ -215,6 +249,10 @@ class _TiffWalker:
                 info, offset, subifds = self._ifd(offset, first=not found)
                 found.append(info)
                 pending.extend(subifds)
+            if offset and offset in chain:
+                raise CorruptSlideError(
+                    f"{self.path.name}: TIFF directory chain loops back to offset {offset}"
+                )
         return tuple(found)
 
     def _ifd(self, offset: int, *, first: bool) -> tuple[IfdInfo, int, list[int]]:
@@ -231,7 +269,7 @@ class _TiffWalker:
         tags: dict[int, tuple[int, int, bytes, int]] = {}
         for i in range(count):
             tag, typ, n, raw = struct.unpack_from(entry_fmt, block, i * entry_size)
-            tags[tag] = (typ, n, raw, offset + count_size + i * entry_size)
+            tags.setdefault(tag, (typ, n, raw, offset + count_size + i * entry_size))  # first wins
         nxt = struct.unpack_from(o + ("Q" if self.big else "I"), block, count * entry_size)[0]
 
         def values(tag: int) -> np.ndarray | None:
@@ -289,6 +327,11 @@ class _TiffWalker:
                     f"{self.path.name}: invalid tile size {tile_w} x {tile_h} at offset {offset}"
                 )
             expected = math.ceil(width / tile_w) * math.ceil(height / tile_h)
+            if expected > MAX_TILES:
+                raise SlideTooLargeError(
+                    f"{self.path.name}: {expected} tiles of {tile_w} x {tile_h} px in one level "
+                    f"(limit {MAX_TILES})"
+                )
             self._check_offsets(
                 values(_TAG_TILE_OFFSETS), values(_TAG_TILE_BYTES), expected, "tile"
             )

@@ -6,7 +6,8 @@
     ├── SlideNotFoundError          (also FileNotFoundError) no such file
     ├── UnsupportedFormatError      no backend recognises the bytes
     ├── CorruptSlideError           recognised, but its structure is broken
-    │   └── SlideTooLargeError      declared dimensions beyond what we accept
+    │   ├── SlideTooLargeError      declared dimensions beyond what we accept
+    │   └── ParseTimeoutError       opening took longer than the time limit
     ├── UnreadableRegionError       opened, but pixel data cannot be decoded
     └── InvalidRegionError          (also ValueError) caller asked for pixels out of range
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 __all__ = [
     "CorruptSlideError",
     "InvalidRegionError",
+    "ParseTimeoutError",
     "SlideError",
     "SlideNotFoundError",
     "SlideTooLargeError",
@@ -44,6 +46,10 @@ class CorruptSlideError(SlideError):
 
 class SlideTooLargeError(CorruptSlideError):
     code = "slide_too_large"
+
+
+class ParseTimeoutError(CorruptSlideError):
+    code = "parse_timeout"
 
 
 class UnreadableRegionError(SlideError):

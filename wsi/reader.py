@@ -2,6 +2,10 @@
 
 Coordinates: ``location`` is (x, y) in level-0 pixels, ``size`` is (width, height) in pixels of
 the requested level; returned arrays are (height, width, 3) uint8 RGB. Level 0 is full resolution.
+
+At a level > 0 pass a ``location`` that is a multiple of the level's downsample (``col * tile *
+downsample``): OpenSlide resamples bilinearly by the fractional remainder of ``location /
+downsample``, the other backends floor it to the level's pixel grid, so only aligned reads agree.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -63,6 +68,10 @@ class StoredTiling:
 
     ``compression`` is ``"jpeg"`` when :meth:`SlideReader.read_stored_tile` returns standalone
     JPEG streams (tables merged, colour transform marked) that any decoder reads as RGB.
+    Every tile, the right and bottom edge ones included, is ``tile_width x tile_height`` as the
+    file stores it (padding past the level's edge is whatever the scanner wrote: crop it). A tile
+    the file leaves empty (byte count 0) is returned as a white JPEG of the tile size.
+    ``read_stored_tile`` is thread-safe (one ``pread`` per tile) and works after a decode error.
     """
 
     tile_width: int
@@ -127,6 +136,17 @@ class SlideReader(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> SlideReader:
+        """``with open_slide(path) as reader:`` closes the reader on exit."""
+        ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,9 +87,10 @@ def write_store(
         if unit:
             axis["unit"] = unit
         axes.append(axis)
-    iain: dict[str, Any] = {"width": width, "height": height}
+    iain: dict[str, Any] = {"width": width, "height": height, "tile_width": tile,
+                            "tile_height": tile}  # fmt: skip
     if mpp is not None:
-        iain.update(mpp_x=mpp, mpp_y=mpp)
+        iain["mpp"] = {"x": mpp, "y": mpp}
     meta = {
         "zarr_format": 3,
         "node_type": "group",
@@ -183,3 +184,19 @@ def slow_factory(device: torch.device) -> tuple[ModelSpec, nn.Module]:
             return super().forward(x)
 
     return model_spec, Slow(model_spec, radius=2).to(device)
+
+
+def global_reference(
+    store: Path, model: ColourModel
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float64]]:
+    """The model applied to the whole decoded level 0 in one pass: (mask, probabilities 0-255)."""
+    from inference._pyramid import SlidePyramid
+
+    pyramid = SlidePyramid(store)
+    info = pyramid.levels[0]
+    rgb = pyramid.read_region(0, 0, 0, info.width, info.height)
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        probs = torch.softmax(model((x - model.mean) / model.std), dim=1)[0]
+    mask = probs.argmax(0).numpy().astype(np.uint8)
+    return mask, (probs * 255).round().numpy().astype(np.float64)

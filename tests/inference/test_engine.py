@@ -10,6 +10,10 @@ import numpy.typing as npt
 import pytest
 import torch
 import zarr
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
+from ome_zarr_models.v05.image_label import ImageLabel
+from ome_zarr_models.v05.labels import Labels
 
 from inference._pyramid import SlidePyramid
 from inference.engine import Engine, EngineOptions, tissue_mask
@@ -18,6 +22,7 @@ from tests.inference.helpers import (
     GLASS,
     ColourModel,
     RecordingModel,
+    global_reference,
     regions_image,
     spec,
     write_store,
@@ -28,17 +33,6 @@ Regions = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
 
 def _labels(store: Path, name: str = "toy") -> zarr.Group:
     return zarr.open_group(str(store / "labels" / name), mode="r")
-
-
-def _global_reference(store: Path, model: ColourModel) -> tuple[np.ndarray, np.ndarray]:
-    """The model applied to the whole decoded level 0 in one pass (white beyond the edges)."""
-    pyramid = SlidePyramid(store)
-    info = pyramid.levels[0]
-    rgb = pyramid.read_region(0, 0, 0, info.width, info.height)
-    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
-    with torch.no_grad():
-        probs = torch.softmax(model((x - model.mean) / model.std), dim=1)[0]
-    return probs.argmax(0).numpy().astype(np.uint8), (probs * 255).round().numpy()
 
 
 def test_pointwise_model_reproduces_the_known_regions(
@@ -60,20 +54,22 @@ def test_pointwise_model_reproduces_the_known_regions(
 def test_overlapping_tiles_stitch_without_seams(regions_store: Path) -> None:
     """A model with a 5x5 receptive field, small patches and one-chunk work units: the result
     must equal the model run on the whole image at once, pixel for pixel."""
-    toy = spec(tile=96, overlap=16)
+    toy = spec(tile=96, overlap=32)
     model = ColourModel(toy, radius=2)
     with Engine(model, toy, "cpu", EngineOptions(batch_size=5, unit_chunks=1)) as engine:
         engine.run(regions_store)
-    mask_ref, probs_ref = _global_reference(regions_store, model)
+    mask_ref, probs_ref = global_reference(regions_store, model)
     labels = _labels(regions_store)
     np.testing.assert_array_equal(labels["0"][:], mask_ref)
     probs = labels["probabilities"][:].astype(np.float64)
     assert np.abs(probs - probs_ref).max() <= 1
-    # and with no overlap the same model shows its seams: the test can fail
-    bare = spec(tile=96, overlap=0, name="bare")
-    with Engine(ColourModel(bare, radius=2), bare, "cpu", EngineOptions(unit_chunks=1)) as engine:
+    # a receptive field wider than the context shows seams: the test can fail
+    wide = ColourModel(toy, radius=8)
+    with Engine(wide, spec(tile=96, overlap=0, name="wide"), "cpu",
+                EngineOptions(unit_chunks=1)) as engine:  # fmt: skip
         engine.run(regions_store)
-    assert (_labels(regions_store, "bare")["0"][:] != mask_ref).any()
+    wide_ref, _ = global_reference(regions_store, wide)
+    assert (_labels(regions_store, "wide")["0"][:] != wide_ref).any()
 
 
 def test_glass_tiles_never_reach_the_model(regions_store: Path) -> None:
@@ -156,6 +152,16 @@ def test_labels_metadata_marks_ai_output_pending_validation(regions_store: Path)
     assert not (regions_store / "labels" / "toy" / ".progress").exists()
     probs = _labels(regions_store)["probabilities"]
     assert probs.dtype == np.uint8 and probs.shape == (3, 900, 1200)
+    # third-party readers accept it: ome-zarr-models' NGFF 0.5 schema and ome-zarr-py
+    label = ImageLabel.from_zarr(_labels(regions_store))
+    assert label.attributes.ome.image_label is not None
+    assert label.attributes.ome.image_label.colors[2].rgba == (220, 0, 0, 255)
+    listing = Labels.from_zarr(zarr.open_group(str(regions_store / "labels"), mode="r"))
+    assert listing.attributes.ome.labels == ["toy"]
+    location = parse_url(str(regions_store / "labels" / "toy"))
+    assert location is not None
+    shapes = [[tuple(d.shape) for d in node.data][:2] for node in Reader(location)()]
+    assert [(900, 1200), (450, 600)] in shapes  # the label, beside its source image
 
 
 def test_outlines_are_qupath_geojson_matching_the_regions(regions_store: Path) -> None:

@@ -120,3 +120,20 @@ def test_demo_accounts_print_and_log_in(
     }
     assert acc.slide("c") is not None and acc.slide("c").centre == "lille"  # type: ignore[union-attr]
     db.dispose()
+
+
+def test_iain_demo_spreads_slides_and_prints_logins(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.viewer.pyramids import synthetic_rgb, write_pyramid
+    from viewer.__main__ import _demo_accounts
+
+    for i, name in enumerate(("a", "b", "c")):
+        write_pyramid(tmp_path / f"{name}.zarr", synthetic_rgb(64, 64, seed=i), tile=64)
+    _demo_accounts(tmp_path)
+    out = capsys.readouterr().out
+    assert "caen-patho" in out and "demo-lille-patho" in out
+    db = open_database(f"sqlite:///{tmp_path / 'iain.db'}")
+    acc = Accounts(db, ShareSettings(data_dir=tmp_path))
+    assert sorted(ref.centre for ref, _ in acc.slides()) == ["caen", "lille", "rouen"]
+    db.dispose()

@@ -1,7 +1,13 @@
-"""Fixtures for the server tests: tifffile-free pyramids written in tmp, apps, a real uvicorn."""
+"""Fixtures for the viewer tests.
+
+Server: tifffile-free pyramids written in tmp, apps, a real uvicorn. Browser: Debian's chromium
+through Playwright, the real sample slide converted by ``tiling``, a tifffile-made ruler slide,
+and a stub backend for the overlay contract the real app does not serve yet.
+"""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -10,11 +16,16 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import openslide
 import pytest
+import tifffile
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.conftest import REPO_ROOT
+from tests.viewer._stub_backend import LiveServer, StubSlide, create_stub_app
 from tests.viewer.pyramids import synthetic_rgb, write_pyramid
 from viewer.app import create_app
 from viewer.config import ServerSettings
@@ -101,3 +112,169 @@ def live_server(app: FastAPI) -> Iterator[str]:
     yield base
     server.should_exit = True
     thread.join(timeout=10)
+
+
+# ---------------------------------------------------------------- browser tests
+
+CHROMIUM = Path(os.environ.get("IAIN_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+# The ruler slide: two red discs RULER_GAP_PX apart on one row, four blue discs at the corners
+# of an AREA_W_PX x AREA_H_PX rectangle; mpp written into the TIFF's resolution tags.
+RULER_MPP = 0.25
+RULER_SIZE = (4000, 3000)  # (width, height)
+RULER_A = (1000, 1100)
+RULER_GAP_PX = 2000
+AREA_ORIGIN = (1200, 1700)
+AREA_W_PX, AREA_H_PX = 1600, 1000
+
+
+def _disc(pixels: np.ndarray, centre: tuple[int, int], radius: int, rgb: tuple[int, ...]) -> None:
+    x0, y0 = centre
+    ys, xs = np.ogrid[: pixels.shape[0], : pixels.shape[1]]
+    pixels[(xs - x0) ** 2 + (ys - y0) ** 2 <= radius**2] = rgb
+
+
+@pytest.fixture(scope="session")
+def cmu_pixels(slides_dir: Path) -> np.ndarray:
+    """Level 0 of the real CMU-1-Small-Region.svs (2220 x 2967), as (y, x, 3) uint8."""
+    with openslide.OpenSlide(slides_dir / "CMU-1-Small-Region.svs") as slide:
+        region = slide.read_region((0, 0), 0, slide.dimensions).convert("RGB")
+    return np.asarray(region)
+
+
+@pytest.fixture(scope="session")
+def ruler_tiff(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TIFF written with tifffile whose resolution tags say RULER_MPP µm per pixel."""
+    width, height = RULER_SIZE
+    pixels = np.full((height, width, 3), 236, np.uint8)
+    _disc(pixels, RULER_A, 14, (255, 0, 0))
+    _disc(pixels, (RULER_A[0] + RULER_GAP_PX, RULER_A[1]), 14, (255, 0, 0))
+    x0, y0 = AREA_ORIGIN
+    for corner in (
+        (x0, y0),
+        (x0 + AREA_W_PX, y0),
+        (x0 + AREA_W_PX, y0 + AREA_H_PX),
+        (x0, y0 + AREA_H_PX),
+    ):
+        _disc(pixels, corner, 14, (0, 0, 255))
+    path = tmp_path_factory.mktemp("ruler") / "ruler.tif"
+    per_cm = 1e4 / RULER_MPP
+    tifffile.imwrite(
+        path,
+        pixels,
+        tile=(256, 256),
+        photometric="rgb",
+        resolution=(per_cm, per_cm),
+        resolutionunit="CENTIMETER",
+    )
+    return path
+
+
+def _mpp_from_tiff(path: Path) -> float:
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages.first
+        num, den = page.tags["XResolution"].value
+        assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
+        return float(1e4 * den / num)
+
+
+@pytest.fixture(scope="session")
+def stub_server(cmu_pixels: np.ndarray, ruler_tiff: Path) -> Iterator[LiveServer]:
+    tissue = (cmu_pixels.min(axis=2) < 200)[..., None]
+    label = np.where(tissue, np.array([220, 30, 30], np.uint8), np.uint8(255)).astype(np.uint8)
+    slides = [
+        StubSlide(
+            "cmu1", "CMU-1-Small-Region", cmu_pixels, 0.499, vendor="aperio", objective_power=20
+        ),
+        # The same slide as the inference issue will show it: with a label layer.
+        StubSlide(
+            "cmu1-labelled",
+            "CMU-1-Small-Region",
+            cmu_pixels,
+            0.499,
+            vendor="aperio",
+            overlays=[{"name": "tissue", "dzi_url": "/slides/cmu1-tissue.dzi", "opacity": 0.5}],
+            listed=False,
+        ),
+        StubSlide("cmu1-tissue", "tissue label", label, 0.499, listed=False),
+        StubSlide("ruler", "ruler.tif", tifffile.imread(ruler_tiff), _mpp_from_tiff(ruler_tiff)),
+    ]
+    server = LiveServer(create_stub_app(slides))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium through Playwright; Playwright never downloads a browser here."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: run `make install` (installs Debian's chromium)")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1920, "height": 1080})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def viewer_data(
+    tmp_path_factory: pytest.TempPathFactory, slides_dir: Path, ruler_tiff: Path
+) -> Path:
+    """The real sample slide and the ruler slide, converted by ``tiling`` as ``iain convert``."""
+    from tiling.convert import build_pyramid
+    from wsi import open_slide
+
+    root = tmp_path_factory.mktemp("viewer-data")
+    for source, name in ((slides_dir / "CMU-1-Small-Region.svs", "cmu1"), (ruler_tiff, "ruler")):
+        reader = open_slide(source)
+        try:
+            build_pyramid(reader, root / f"{name}.zarr")
+        finally:
+            reader.close()
+    return root
+
+
+@pytest.fixture(scope="session")
+def viewer_server(
+    viewer_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """``create_app`` (tiles, API and these pages) under a real uvicorn on 127.0.0.1."""
+    app = create_app(make_settings(viewer_data, tmp_path_factory.mktemp("viewer-cache")))
+    server = LiveServer(app, lifespan="on")
+    wait_ready(server.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def viewer_ids(viewer_server: LiveServer) -> dict[str, str]:
+    """Opaque slide id by pyramid name (``cmu1``, ``ruler``)."""
+    slides = httpx.get(f"{viewer_server.url}/api/slides").json()
+    return {s["name"]: s["id"] for s in slides}

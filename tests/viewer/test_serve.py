@@ -40,7 +40,8 @@ def two_workers(
             str(cache),
         ],
         # asyncio's loop is where uvicorn#3149 bites (uvloop sets TCP_NODELAY itself)
-        env={**os.environ, "IAIN_LOOP": "asyncio", "IAIN_SERVER": request.param},
+        # IAIN_AUTH=0: this measures serving; sessions are tested in tests/share/test_app.py
+        env={**os.environ, "IAIN_LOOP": "asyncio", "IAIN_AUTH": "0", "IAIN_SERVER": request.param},
         stdout=subprocess.DEVNULL,
         stderr=log,
         start_new_session=True,

@@ -1,0 +1,186 @@
+"""Annotations at scale: import 10^6 polygons from QuPath GeoJSON, then viewport queries.
+
+Targets (issue 5): import <= 20 s, viewport query p99 <= 50 ms at 10^6 polygons. The baseline
+run alongside is the same viewport query without the spatial index (a full scan of the bbox
+columns), to show what the R*Tree buys.
+
+    python -m benchmarks.bench_annotations [--n 1000000] [--queries 500] [--write]
+
+Fixed inputs: seeded nuclei-like heptagons (~12 px) on a 100,000 x 100,000 px slide, SQLite
+file in a temporary directory (the embedded default). ``--write`` updates the "Annotations"
+section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from share import annotations as store
+from share.accounts import Accounts
+from share.config import ShareSettings
+from share.db import open_database
+
+SLIDE_PX = 100_000
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def make_collection(n: int, seed: int = 0) -> dict[str, Any]:
+    rng = random.Random(seed)
+    features = []
+    for i in range(n):
+        cx, cy, r = rng.uniform(0, SLIDE_PX), rng.uniform(0, SLIDE_PX), rng.uniform(4, 8)
+        ring = [
+            [
+                round(cx + r * math.cos(k * 2 * math.pi / 7), 1),
+                round(cy + r * math.sin(k * 2 * math.pi / 7), 1),
+            ]
+            for k in range(7)
+        ]
+        ring.append(ring[0])
+        features.append(
+            {
+                "type": "Feature",
+                "id": f"n{i}",
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {
+                    "objectType": "detection",
+                    "classification": {
+                        "name": "Tumor" if i % 3 else "Stroma",
+                        "color": [200, 0, 0] if i % 3 else [0, 150, 0],
+                    },
+                },
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(n: int, queries: int, view_px: int) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ann-"))
+    settings = ShareSettings(data_dir=tmp, argon2_time_cost=1, argon2_memory_kib=1024)
+    db = open_database(settings.url)
+    accounts = Accounts(db, settings)
+    accounts.ensure_centres()
+    p = accounts.add_user("bench", "caen", "pathologist", "bench-password")
+    accounts.register_slides([("slide", "bench")])
+    slide = accounts.slide("slide")
+    assert slide is not None
+    raw = json.dumps(make_collection(n)).encode()
+    t0 = time.perf_counter()
+    cpu0 = time.process_time()
+    collection = json.loads(raw)
+    t_parse = time.perf_counter() - t0
+    del raw
+    count = store.import_geojson(
+        db, p, slide, collection, limits=store.Limits(max_features=max(n, 1))
+    )
+    t_import = time.perf_counter() - t0
+    cpu_import = time.process_time() - cpu0
+    del collection
+    rng = random.Random(1)
+    timings, base_timings, returned = [], [], []
+    for q in range(queries):
+        x, y = rng.uniform(0, SLIDE_PX - view_px), rng.uniform(0, SLIDE_PX - view_px)
+        t = time.perf_counter()
+        out = store.query_viewport(db, p, slide, store.Viewport(x, y, view_px, view_px))
+        timings.append(time.perf_counter() - t)
+        returned.append(len(out["features"]))
+        if q < max(5, queries // 50):  # the baseline is slow: a few runs are enough
+            t = time.perf_counter()
+            with db.engine.connect() as conn:
+                conn.execute(
+                    text(
+                        "SELECT * FROM annotations WHERE min_x <= :x1 AND max_x >= :x0 "
+                        "AND min_y <= :y1 AND max_y >= :y0 AND slide_id = 'slide' LIMIT 5001"
+                    ),
+                    {"x0": x, "y0": y, "x1": x + view_px, "y1": y + view_px},
+                ).all()
+            base_timings.append(time.perf_counter() - t)
+    export_t = time.perf_counter()
+    size = sum(len(chunk) for chunk in store.export_geojson(db, p, slide))
+    t_export = time.perf_counter() - export_t
+    db.dispose()
+    return {
+        "n": count,
+        "parse_s": t_parse,
+        "import_s": t_import,
+        "import_cpu_s": cpu_import,
+        "db_mb": sum(f.stat().st_size for f in tmp.iterdir()) / 1e6,
+        "view_px": view_px,
+        "features_per_view": statistics.median(returned),
+        "q_p50_ms": 1e3 * statistics.median(timings),
+        "q_p95_ms": 1e3 * pct(timings, 0.95),
+        "q_p99_ms": 1e3 * pct(timings, 0.99),
+        "scan_p50_ms": 1e3 * statistics.median(base_timings),
+        "export_s": t_export,
+        "export_mb": size / 1e6,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3,
+        "load_avg": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
+    }
+
+
+def write_results(r: dict[str, Any]) -> None:
+    import_cell = (
+        f"{r['import_s']:.1f} s wall ({r['import_cpu_s']:.1f} s CPU; parse {r['parse_s']:.1f} s)"
+    )
+    query_cell = (
+        f"p50 {r['q_p50_ms']:.1f} ms, p95 {r['q_p95_ms']:.1f} ms, p99 {r['q_p99_ms']:.1f} ms"
+    )
+    speedup = r["scan_p50_ms"] / r["q_p50_ms"]
+    rows = [
+        f"| import {r['n']:,} polygons from QuPath GeoJSON | {import_cell} | <= 20 s |",
+        f"| viewport {r['view_px']} px square, median {r['features_per_view']:.0f} features"
+        f" | {query_cell} | p99 <= 50 ms |",
+        f"| same query without the spatial index (baseline) | p50 {r['scan_p50_ms']:.0f} ms"
+        f" ({speedup:.0f}x slower) | |",
+        f"| export all as GeoJSON | {r['export_s']:.1f} s, {r['export_mb']:.0f} MB | |",
+        f"| database size | {r['db_mb']:.0f} MB | |",
+        f"| peak RSS | {r['peak_rss_mb']:.0f} MB | |",
+    ]
+    section = (
+        "## Annotations\n\n"
+        f"`python -m benchmarks.bench_annotations --n {r['n']} --write` (SQLite WAL file, R*Tree;"
+        f" {r['cpus']} CPUs, load average {r['load_avg']:.1f} while running: shared machine).\n\n"
+        "| measure | value | target |\n|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    start = old.find("## Annotations")
+    if start >= 0:
+        end = old.find("\n## ", start + 1)
+        old = old[:start] + old[end + 1 :] if end >= 0 else old[:start]
+    RESULTS.write_text(old.rstrip() + "\n\n" + section)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--view-px", type=int, default=2048)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    result = run(args.n, args.queries, args.view_px)
+    for key, value in result.items():
+        print(f"{key:>18}: {value:.2f}" if isinstance(value, float) else f"{key:>18}: {value}")
+    if args.write:
+        write_results(result)
+
+
+if __name__ == "__main__":
+    main()
