@@ -41,7 +41,8 @@ def test_card_json_has_the_contract_keys(models_root: Path, shipped_name: str) -
     data = json.loads(json.dumps(load_card(models_root / shipped_name).to_json()))
     assert {"name", "classes", "mpp", "sha256", "quality"} <= data.keys()
     assert data["quality"]["split"] == "val"
-    assert {"dice_epithelium", "dice_tumour", "baselines"} <= data["quality"].keys()
+    assert {"dice_epithelium", "dice_tumour", "baselines", "dice"} <= data["quality"].keys()
+    assert data["quality"]["dice"]["tumour"] == data["quality"]["dice_tumour"]
     assert data["classes"][2] == {"index": 2, "name": "tumour", "color": "#d62728"}
 
 
