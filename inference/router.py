@@ -41,7 +41,7 @@ def submit_job(body: SubmitJob, jobs: Jobs) -> dict[str, Any]:
 
 @router.get("/jobs")
 def list_jobs(jobs: Jobs) -> list[dict[str, Any]]:
-    return [job.to_dict() for job in jobs.list()]
+    return [job.to_dict() for job in jobs.list_jobs()]
 
 
 @router.get("/jobs/{job_id}")

@@ -121,21 +121,6 @@ def _cookie(scope: Scope, name: str) -> str | None:
     return None
 
 
-def cached_session_of_scope(accounts: Accounts, scope: Scope) -> SessionInfo | None:
-    """The request's session if this process validated it moments ago, else None (no I/O).
-
-    For the tile fast path, which runs before :class:`AuthMiddleware`: None means "take the
-    full stack", where the middleware resolves the session (and answers 401 if there is none).
-    """
-    token = _cookie(scope, SESSION_COOKIE)
-    if token is None:
-        return None
-    try:
-        return accounts.cached_session(token)
-    except AuthenticationError:
-        return None
-
-
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import simplejpeg
 from PIL import Image
 
 from tiling._metadata import ROOT_KEY, pyramid_documents
@@ -116,7 +117,25 @@ def downsample2(tile: RGB, valid_w: int, valid_h: int) -> RGB:
 
 
 def half_decode(data: bytes, tile_w: int, tile_h: int) -> RGB | None:
-    """Decode a JPEG at 1/2 scale with libjpeg's scaled IDCT; None when the decoder cannot."""
+    """Decode a JPEG at 1/2 scale with libjpeg's scaled IDCT; None when the decoder cannot.
+
+    simplejpeg does it in one C call without the GIL (0.22 ms per 256 px tile here); Pillow's
+    ``draft`` gives the same pixels but parses markers in Python (0.33 ms, GIL held longer).
+    """
+    try:
+        header = simplejpeg.decode_jpeg_header(data)
+        if (header[1], header[0]) == (tile_w, tile_h):
+            half: RGB = simplejpeg.decode_jpeg(
+                data,
+                colorspace="RGB",
+                min_width=tile_w // 2,
+                min_height=tile_h // 2,
+                min_factor=2,
+            )
+            if half.shape == (tile_h // 2, tile_w // 2, 3):
+                return half
+    except (ValueError, RuntimeError):
+        pass  # not a JPEG simplejpeg decodes (e.g. CMYK): try Pillow
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.format != "JPEG" or image.size != (tile_w, tile_h):
@@ -262,6 +281,8 @@ class _Builder:
             data = encode_jpeg(pixels, self.quality, self.subsampling, self.optimize)
             self.sink.write(key, data)
         if self.levels == 1:
+            if pixels is None:  # no reduced level will decode it: check the copy decodes
+                self._full_decode(data, col, row)
             return 0, col, row, None
         if pixels is None and valid_w % 2 == 0 and valid_h % 2 == 0:
             half = half_decode(data, tw, th)

@@ -59,6 +59,10 @@ def get_slide(request: Request, slide_id: Annotated[str, Path(max_length=64)]) -
     raw_path = bytes(request.scope.get("raw_path") or b"").lower()
     if any(trick in raw_path for trick in _ENCODED_TRICKS):
         raise InvalidTileRequestError("encoded slashes, dots or NUL in the path")
+    resolved = request.scope.get("iain.resolved_slide")  # set by tiling.fastpath
+    if resolved is not None and resolved[0] == slide_id:
+        ref: SlideRef = resolved[1]
+        return ref
     access: SlideAccess = request.app.state.slide_access
     return access(request, slide_id)
 

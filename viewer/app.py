@@ -12,25 +12,22 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
 
 from share.authz import Decision
 from share.config import ShareSettings
 from share.router import install_share
-from share.web import cached_session_of_scope
 from share.web import install_error_handlers as install_share_error_handlers
 from tiling import errors as tiling_errors
 from tiling.cache import DiskCache, MemoryCache, TileCache
 from tiling.catalog import Catalog, SlideRef
 from tiling.errors import PyramidNotFoundError
-from tiling.fastpath import serve_fast_tile
+from tiling.fastpath import TileFastPath
 from tiling.router import allow_all
 from tiling.router import router as tiling_router
 from tiling.store import open_data_root
@@ -40,7 +37,7 @@ from viewer.errors import ConfigError, OpenSeadragonMissingError, ViewerError
 from viewer.pages import install_pages
 from wsi import errors as wsi_errors
 
-__all__ = ["ERROR_STATUS", "IainApp", "create_app", "create_app_from_env"]
+__all__ = ["ERROR_STATUS", "create_app", "create_app_from_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,17 +98,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail))
 
 
-class IainApp(FastAPI):
-    """FastAPI with the DeepZoom tile fast path in front of its middleware stack."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope["app"] = self  # as Starlette sets it: request.app for the access hook
-            if await serve_fast_tile(self.state, scope, send):
-                return
-        await super().__call__(scope, receive, send)
-
-
 def _share_resolve(request: Request, slide_id: str, decision: Decision) -> SlideRef:
     """What tile routes get from the hook once ``authorize`` allowed: the catalogue entry,
     with the (possibly identifying) name replaced by the id for pseudonymised callers."""
@@ -148,7 +134,9 @@ def create_app(settings: ServerSettings, share: ShareSettings | None = None) -> 
             app.state.view_aggregator.flush()
             app.state.accounts.db.dispose()
 
-    app = IainApp(title="IAIN", version="0.1.0", lifespan=lifespan)
+    # FastAPI's native OpenTelemetry check runs per request; nothing here exports telemetry
+    off: Any = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(title="IAIN", version="0.1.0", lifespan=lifespan, telemetry=off)
     root = open_data_root(settings.data, settings.s3_endpoint_url or None)
     cache_path = settings.cache_path
     disk = DiskCache(cache_path, settings.disk_cache_mb << 20) if cache_path else None
@@ -186,8 +174,11 @@ def create_app(settings: ServerSettings, share: ShareSettings | None = None) -> 
 
     app.include_router(tiling_router)
     install_pages(app, required=False)  # GET /, /view/{id}, /static/...
+    # first middleware = innermost: authentication (install_share, below) wraps the fast
+    # path, so the access hook sees the session on every tile
+    app.add_middleware(TileFastPath)
     if share is not None:  # last: authentication must be the outermost middleware
-        accounts = install_share(
+        install_share(
             app,
             share,
             resolve=_share_resolve,
@@ -195,9 +186,6 @@ def create_app(settings: ServerSettings, share: ShareSettings | None = None) -> 
             discover=_share_discover,
         )
         install_share_error_handlers(app)
-        # The tile fast path runs before the middleware: it may only use a session this process
-        # checked moments ago; anything else falls through to AuthMiddleware and the routes.
-        app.state.fast_session = partial(cached_session_of_scope, accounts)
     return app
 
 
