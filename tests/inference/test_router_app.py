@@ -137,9 +137,4 @@ def test_job_on_a_slide_becomes_an_overlay_and_is_reviewed(real_app: App) -> Non
     rows = audit.records(real_app.app.state.accounts.db, centre_id="caen", slide_id=sid)
     reviews = [r for r in rows if r["action"] == "labels.review"]
     assert [(r["actor"], r["detail"]["decision"]) for r in reviews] == [("caen-patho", "accept")]
-    assert (
-        audit.verify(real_app.app.state.accounts.db).records
-        == len(audit.records(real_app.app.state.accounts.db, centre_id="caen", limit=10**6))
-        + len(audit.records(real_app.app.state.accounts.db, centre_id="lille", limit=10**6))
-        or True
-    )
+    audit.verify(real_app.app.state.accounts.db)  # the hash chain still links
