@@ -8,6 +8,7 @@ machine) answers any request.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -128,7 +129,14 @@ def create_app(settings: ServerSettings, share: ShareSettings | None = None) -> 
             app.state.accounts.register_slides((r.id, r.name) for r in refs)
         app.state.ready = True
         logger.info("serving %d slides", len(app.state.catalog.slides()))
+        flusher = (
+            asyncio.create_task(app.state.view_aggregator.flush_periodically())
+            if share is not None
+            else None
+        )
         yield
+        if flusher is not None:
+            flusher.cancel()
         app.state.ready = False
         if share is not None:  # pending slide views into the audit trail, then close the DB
             app.state.view_aggregator.flush()
