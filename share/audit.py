@@ -11,10 +11,12 @@ Slide views are aggregated per session by ``ViewAggregator`` into one record per
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +40,8 @@ __all__ = [
     "records",
     "verify",
 ]
+
+logger = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 FIELDS = ("seq", "at", "actor", "action", "outcome", "centre_id", "slide_id", "detail")
@@ -246,3 +250,13 @@ class ViewAggregator:
         return len(taken)
 
     flush_session = flush
+
+    async def flush_periodically(self) -> None:
+        """Run beside the app: write pending views every ``flush_s`` even when the session has
+        gone quiet (a crash then loses at most one interval). Cancel it at shutdown."""
+        while True:
+            await asyncio.sleep(self.flush_s)
+            try:
+                await asyncio.to_thread(self.flush)
+            except Exception:  # keep flushing later; the views stay pending
+                logger.exception("audit: flushing slide views failed")

@@ -8,6 +8,7 @@ machine) answers any request.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -142,7 +143,14 @@ def create_app(
         workers = _start_workers(app, inference) if inference is not None else []
         app.state.ready = True
         logger.info("serving %d slides", len(app.state.catalog.slides()))
+        flusher = (
+            asyncio.create_task(app.state.view_aggregator.flush_periodically())
+            if share is not None
+            else None
+        )
         yield
+        if flusher is not None:
+            flusher.cancel()
         app.state.ready = False
         for worker in workers:
             worker.stop()

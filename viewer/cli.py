@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("inference", "run a model over plain images"),
     "user": ("share", "manage user accounts"),
     "audit": ("share", "verify or export the audit trail"),
+    "db": ("share", "apply the accounts/audit/annotations database migrations"),
 }
 
 

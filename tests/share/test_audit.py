@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -145,3 +146,19 @@ def test_bad_audit_queries_are_4xx(
     login(admin, "caen-admin")
     assert admin.get("/api/audit", params={"format": "xml"}).status_code == 422
     assert admin.get("/api/audit", params={"slide_id": "x" * 500}).status_code == 422
+
+
+def test_quiet_sessions_views_are_flushed_periodically(
+    accounts: Accounts, people: dict[str, str]
+) -> None:
+    views = audit.ViewAggregator(accounts.db, flush_s=0.05)
+    views.record("sid", "caen-patho", "caen", "s-caen", "3", 1, 2)
+
+    async def run() -> None:
+        task = asyncio.create_task(views.flush_periodically())
+        await asyncio.sleep(0.5)
+        task.cancel()
+
+    asyncio.run(run())
+    rows = audit.records(accounts.db, centre_id="caen", slide_id="s-caen")
+    assert [r["detail"]["regions"] for r in rows] == [{"3": [1, 2, 1, 2]}]

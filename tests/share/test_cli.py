@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,21 @@ def test_iain_demo_spreads_slides_and_prints_logins(
     acc = Accounts(db, ShareSettings(data_dir=tmp_path))
     assert sorted(ref.centre for ref, _ in acc.slides()) == ["caen", "lille", "rouen"]
     db.dispose()
+
+
+def test_audit_export_and_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    assert main(["db", "upgrade", "--db", url]) == 0
+    assert "schema up to date (sqlite)" in capsys.readouterr().out
+    db = open_database(url)
+    with db.session() as s:
+        from share import audit
+
+        audit.append(s, actor="x", action="slide.view", centre_id="caen", slide_id="s1")
+        audit.append(s, actor="y", action="slide.view", centre_id="lille", slide_id="s2")
+    db.dispose()
+    assert main(["audit", "export", "--centre", "caen", "--format", "csv", "--db", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("seq,at,actor,action") and len(lines) == 2 and ",x," in lines[1]
+    assert main(["audit", "export", "--centre", "lille", "--db", url]) == 0
+    assert [r["actor"] for r in json.loads(capsys.readouterr().out)] == ["y"]
