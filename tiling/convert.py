@@ -550,6 +550,9 @@ def build_pyramid(
             logger.info("discarding a partial output built from other settings")
             sink.clear()
         partial.mkdir(exist_ok=True)
+        if marker is not None:  # a killed run may have left half-written temp files
+            for stale in partial.rglob("*.tmp-*"):
+                stale.unlink(missing_ok=True)
     resumed = marker is not None
     sink.write(BUILD_MARKER, json.dumps(params).encode())
     logger.info(
