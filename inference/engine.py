@@ -1,13 +1,12 @@
 """The batch segmentation engine: slide store in, label pyramid and outlines out.
 
-Geometry (why the result has no seams): the model sees ``tile_size_px`` patches on one global
-grid at the model's scale; neighbours overlap by ``overlap_px = 2 * halo``, so each patch owns
-a core of ``stride = tile - 2 * halo`` pixels and its
-probabilities are blended with its neighbours' over a ramp ``halo`` wide centred on the core
-boundary (the outer ``halo / 2`` of every patch, where padding spoils a network's output, weighs
-zero). The weights form a partition of unity, and a work unit (a block of output chunks) runs
-every patch whose weighted footprint touches it, so each output pixel is the same function of
-the same patches whichever unit computes it.
+Geometry (why the result has no seams): work units are chunk-aligned blocks of the output,
+so a kill, a resume or a dask task never shares a chunk with another. Inside a unit, the fewest
+patches of ``tile_size_px`` whose cores (at most ``tile - overlap`` px) tile the unit are spread
+evenly; each patch sees at least ``overlap / 2`` px of real context beyond its core, across unit
+edges too (read from the neighbouring chunks), so a network's padding artefacts never reach the
+output; neighbouring cores inside a unit are blended over a linear ramp ``overlap / 2`` wide
+(weights sum to one), and every patch is run exactly once.
 
 Threads: a producer reads stored JPEG chunks and decodes them (libjpeg-turbo in a thread pool
 on CPU, ``torchvision.io.decode_jpeg`` batches on CUDA) into a bounded queue; the caller's thread
@@ -59,7 +58,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TISSUE_MAX_SIDE = 4096  # tissue detection reads the finest level no larger than this
+TISSUE_MAX_SIDE = 2048  # tissue detection reads the finest level no larger than this
 
 
 def resolve_device(name: str) -> torch.device:
@@ -166,12 +165,13 @@ class Plan:
             min(self.model_h, math.ceil(unit.y1 * s)),
         )
 
-    def patch_range(self, start: int, stop: int, extent: int) -> range:
-        """Patches (1-D) whose weighted footprint meets model pixels [start, stop)."""
-        stride, reach = self.stride, self.halo / 2
-        first = max(0, math.floor((start - reach) / stride))
-        last = min(math.ceil(extent / stride) - 1, math.floor((stop - 1 + reach) / stride))
-        return range(first, last + 1)
+    def unit_cores(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """(core start, core width) of the patches covering model pixels [start, stop) in 1-D:
+        the fewest cores of at most ``stride`` px, spread evenly, owned by this unit alone."""
+        length = stop - start
+        count = max(1, math.ceil(length / self.stride))
+        bounds = [start + round(i * length / count) for i in range(count + 1)]
+        return [(bounds[i], bounds[i + 1] - bounds[i]) for i in range(count)]
 
     def fingerprint(self, spec: ModelSpec) -> dict[str, Any]:
         return {
@@ -218,15 +218,34 @@ def make_plan(pyramid: SlidePyramid, spec: ModelSpec, options: EngineOptions) ->
     )
 
 
-def _blend_ramp(tile: int, halo: int) -> npt.NDArray[np.float32]:
-    """1-D weights of one patch: 0 on the outer halo/2, a linear ramp across each core edge."""
-    if halo == 0:
-        return np.ones(tile, dtype=np.float32)
-    centres = np.arange(tile, dtype=np.float64) + 0.5 - halo  # relative to the core start
-    core = tile - 2 * halo
-    left = np.clip((centres + halo / 2) / halo, 0, 1)
-    right = np.clip((core + halo / 2 - centres) / halo, 0, 1)
-    return np.minimum(left, right).astype(np.float32)
+def blend_ramp(
+    tile: int, core: int, blend: int, first: bool, last: bool
+) -> npt.NDArray[np.float32]:
+    """1-D weights of a patch whose ``core`` px sit centred in its ``tile``: a linear ramp
+    ``blend`` px wide across each core edge shared with a neighbour (a hard cut when 0), and 1
+    towards the unit's own edges (``first`` / ``last``), which no neighbour covers."""
+    centres = np.arange(tile, dtype=np.float64) + 0.5 - (tile - core) // 2  # from core start
+    weight = np.ones(tile, dtype=np.float64)
+    if not first:
+        left = np.clip((centres + blend / 2) / blend, 0, 1) if blend else (centres >= 0) * 1.0
+        weight = np.minimum(weight, left)
+    if not last:
+        right = np.clip((core + blend / 2 - centres) / blend, 0, 1) if blend else (centres < core)
+        weight = np.minimum(weight, right)
+    return weight.astype(np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class _Patch:
+    """A patch in its unit's window: offset (x, y) of its input, and its 1-D blend weights."""
+
+    x: int
+    y: int
+    weight_x: torch.Tensor
+    weight_y: torch.Tensor
+
+    def weight(self) -> torch.Tensor:
+        return self.weight_y[:, None] * self.weight_x[None, :]
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,8 +291,8 @@ class _Work:
     unit: Unit
     origin: tuple[int, int]  # model-pixel (x, y) of the window's top-left
     window: torch.Tensor | None  # (3, H, W) uint8 on the device; None when all glass
-    patches: list[tuple[int, int]]  # window offsets (x, y) of patches that need the model
-    glass: list[tuple[int, int]]  # offsets of patches skipped as glass
+    patches: list[_Patch]  # patches that need the model
+    glass: list[_Patch]  # patches skipped as glass: certain background
     acc: torch.Tensor | None = None
     wsum: torch.Tensor | None = None
     pending: int = 0
@@ -302,8 +321,7 @@ class Engine:
         self.model: Model = model
         self._mean = torch.tensor(spec.mean, device=self.device).view(3, 1, 1) * 255
         self._std = torch.tensor(spec.std, device=self.device).view(3, 1, 1) * 255
-        ramp = torch.from_numpy(_blend_ramp(spec.tile_size_px, spec.overlap_px // 2))
-        self._weight = (ramp[:, None] * ramp[None, :]).to(self.device)
+        self._ramps: dict[tuple[int, bool, bool], torch.Tensor] = {}
         self._pool = ThreadPoolExecutor(self.options.decode_threads, thread_name_prefix="decode")
 
     def close(self) -> None:
@@ -470,33 +488,50 @@ class Engine:
                     out[:, dy0 : dy0 + h, dx0 : dx0 + w] = tile[:3, sy0 : sy0 + h, sx0 : sx0 + w]
         return out
 
+    def ramp(self, core: int, first: bool, last: bool) -> torch.Tensor:
+        """Cached 1-D blend weights on the device (few distinct core widths per slide)."""
+        key = (core, first, last)
+        if key not in self._ramps:
+            tile, blend = self.spec.tile_size_px, self.spec.overlap_px // 2
+            ramp = blend_ramp(tile, core, blend, first, last)
+            self._ramps[key] = torch.from_numpy(ramp).to(self.device)
+        return self._ramps[key]
+
     def _produce(
         self, pyramid: SlidePyramid, plan: Plan, units: list[Unit],
         tissue: npt.NDArray[np.bool_] | None, tissue_scale: float,
     ) -> Iterator[_Work]:  # fmt: skip
         """Read, decode, resample and normalise one unit at a time (runs in the producer)."""
-        stride, halo = plan.stride, plan.halo
+        tile = plan.tile
+        pad = tile // 2 + 1  # the most any patch reaches past its unit
+        reach = plan.halo // 2 + 1  # half the blend ramp
         stream = None
         if self.cuda:  # decode and resample on a side stream, beside the model's
             stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
         for unit in units:
             mx0, my0, mx1, my1 = plan.model_rect(unit)
-            cols = plan.patch_range(mx0, mx1, plan.model_w)
-            rows = plan.patch_range(my0, my1, plan.model_h)
-            origin = (cols.start * stride - halo, rows.start * stride - halo)
+            cols, rows = plan.unit_cores(mx0, mx1), plan.unit_cores(my0, my1)
+            origin = (mx0 - pad, my0 - pad)
             patches, glass = [], []
-            for j in rows:
-                for i in cols:
-                    offset = ((i - cols.start) * stride, (j - rows.start) * stride)
-                    core = (i * stride, j * stride, (i + 1) * stride, (j + 1) * stride)
-                    if self._has_tissue(tissue, tissue_scale, plan, *core):
-                        patches.append(offset)
+            for j, (cy, ch) in enumerate(rows):
+                weight_y = self.ramp(ch, j == 0, j == len(rows) - 1)
+                for i, (cx, cw) in enumerate(cols):
+                    patch = _Patch(
+                        cx - (tile - cw) // 2 - origin[0],
+                        cy - (tile - ch) // 2 - origin[1],
+                        self.ramp(cw, i == 0, i == len(cols) - 1),
+                        weight_y,
+                    )
+                    # glass where the patch has any weight: a skipped patch never blends its
+                    # certain background into a neighbour's tissue
+                    if self._has_tissue(tissue, tissue_scale, plan, cx - reach, cy - reach,
+                                        cx + cw + reach, cy + ch + reach):  # fmt: skip
+                        patches.append(patch)
                     else:
-                        glass.append(offset)
+                        glass.append(patch)
             window = None
             if patches:
-                width = len(cols) * stride + 2 * halo
-                height = len(rows) * stride + 2 * halo
+                width, height = mx1 - mx0 + 2 * pad, my1 - my0 + 2 * pad
                 if stream is not None:
                     with torch.cuda.stream(stream):
                         window = self._read_window(pyramid, plan, *origin, width, height)
@@ -558,7 +593,7 @@ class Engine:
             thread.start()
         started = time.perf_counter()
         run = skipped = 0
-        batch: list[tuple[_Work, tuple[int, int]]] = []
+        batch: list[tuple[_Work, _Patch]] = []
         in_flight: list[_Work] = []
 
         def report() -> None:
@@ -602,7 +637,7 @@ class Engine:
                     report()
                     continue
                 in_flight.append(item)
-                batch.extend((item, offset) for offset in item.patches)
+                batch.extend((item, patch) for patch in item.patches)
                 flush(force=False)
         finally:
             stop.set()
@@ -624,13 +659,14 @@ class Engine:
         work.acc = torch.zeros((n_classes, height, width), device=self.device)
         work.wsum = torch.zeros((height, width), device=self.device)
         tile = plan.tile
-        for ox, oy in work.glass:
-            work.acc[0, oy : oy + tile, ox : ox + tile] += self._weight
-            work.wsum[oy : oy + tile, ox : ox + tile] += self._weight
+        for patch in work.glass:
+            weight = patch.weight()
+            work.acc[0, patch.y : patch.y + tile, patch.x : patch.x + tile] += weight
+            work.wsum[patch.y : patch.y + tile, patch.x : patch.x + tile] += weight
 
     @torch.inference_mode()
     def forward_probs(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Weighted class probabilities of a normalised (N, 3, tile, tile) batch."""
+        """Class probabilities of a normalised (N, 3, tile, tile) batch."""
         tile = inputs.shape[-1]
         if self.cuda:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -640,19 +676,20 @@ class Engine:
             logits = self.model(inputs)
         if logits.shape[-2:] != (tile, tile):
             logits = F.interpolate(logits.float(), size=(tile, tile), mode="bilinear")
-        return torch.softmax(logits.float(), dim=1) * self._weight
+        return torch.softmax(logits.float(), dim=1)
 
     @torch.inference_mode()
-    def _forward(self, plan: Plan, take: list[tuple[_Work, tuple[int, int]]]) -> None:
+    def _forward(self, plan: Plan, take: list[tuple[_Work, _Patch]]) -> None:
         tile = plan.tile
         inputs = torch.stack(
-            [w.window[:, oy : oy + tile, ox : ox + tile] for w, (ox, oy) in take]  # type: ignore[index]
+            [w.window[:, p.y : p.y + tile, p.x : p.x + tile] for w, p in take]  # type: ignore[index]
         )
         probs = self.forward_probs(self.normalise(inputs))
-        for (work, (ox, oy)), prob in zip(take, probs, strict=True):
+        for (work, patch), prob in zip(take, probs, strict=True):
             assert work.acc is not None and work.wsum is not None
-            work.acc[:, oy : oy + tile, ox : ox + tile] += prob
-            work.wsum[oy : oy + tile, ox : ox + tile] += self._weight
+            weight = patch.weight()
+            work.acc[:, patch.y : patch.y + tile, patch.x : patch.x + tile] += prob * weight
+            work.wsum[patch.y : patch.y + tile, patch.x : patch.x + tile] += weight
             work.pending -= 1
             if work.pending == 0:
                 work.window = None  # free the input before the unit waits for the writer

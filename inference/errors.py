@@ -7,6 +7,7 @@
     ├── InvalidStoreError           a path that is not an IAIN OME-Zarr pyramid
     ├── MissingMppError             the slide has no microns-per-pixel and none was given
     ├── ModelNotFoundError          (also LookupError) no such model
+    ├── ModelLoadError              the model exists but cannot be loaded (weights, card)
     ├── DeviceUnavailableError      ``--device cuda`` without a CUDA device
     ├── InvalidImageError           ``predict`` input that is not a readable image
     ├── InvalidRequestError         (also ValueError) a bad option (batch size, mpp)
@@ -30,6 +31,7 @@ __all__ = [
     "JobNotDoneError",
     "JobNotFoundError",
     "MissingMppError",
+    "ModelLoadError",
     "ModelNotFoundError",
     "StoreNotFoundError",
 ]
@@ -55,6 +57,10 @@ class MissingMppError(InferenceError):
 
 class ModelNotFoundError(InferenceError, LookupError):
     code = "model_not_found"
+
+
+class ModelLoadError(InferenceError):
+    code = "model_load_failed"
 
 
 class DeviceUnavailableError(InferenceError):
@@ -86,6 +92,7 @@ HTTP_STATUS: dict[type[InferenceError], int] = {
     InvalidStoreError: 422,
     MissingMppError: 422,
     ModelNotFoundError: 404,
+    ModelLoadError: 503,
     DeviceUnavailableError: 503,
     InvalidImageError: 415,
     InvalidRequestError: 422,

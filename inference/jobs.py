@@ -126,7 +126,7 @@ class JobService:
         data["state"] = JobState(data["state"])
         return Job(**data)
 
-    def list(self) -> list[Job]:
+    def list_jobs(self) -> list[Job]:
         jobs = []
         for path in self.root.glob("*.json"):
             try:
@@ -161,9 +161,22 @@ class JobService:
         os.close(fd)
         return True
 
+    def requeue_stale(self, max_age_s: float) -> list[str]:
+        """Re-queue running jobs whose record has not moved for ``max_age_s`` (their server
+        died); the engine resumes them from the units already written."""
+        requeued: list[str] = []
+        now = time.time()
+        for job in self.list_jobs():
+            if job.state == JobState.RUNNING and now - job.updated > max_age_s:
+                self._path(job.id, ".claim").unlink(missing_ok=True)
+                self.update(job.id, state=JobState.QUEUED)
+                requeued.append(job.id)
+                logger.info("job %s re-queued: no progress for %.0f s", job.id, now - job.updated)
+        return requeued
+
     def claim_next(self) -> Job | None:
         """The oldest queued job, now owned by the caller, or None."""
-        for job in self.list():
+        for job in self.list_jobs():
             if job.state == JobState.QUEUED and self._claim(job.id):
                 if self.cancel_requested(job.id):
                     self.update(job.id, state=JobState.CANCELLED)

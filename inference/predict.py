@@ -36,32 +36,47 @@ def read_rgb(path: Path) -> npt.NDArray[np.uint8]:
         raise InvalidImageError(f"{path.name}: not a readable image") from exc
 
 
+def _cores(length: int, stride: int) -> list[tuple[int, int]]:
+    count = max(1, math.ceil(length / stride))
+    bounds = [round(i * length / count) for i in range(count + 1)]
+    return [(bounds[i], bounds[i + 1] - bounds[i]) for i in range(count)]
+
+
 @torch.inference_mode()
 def predict_array(engine: Engine, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    """(y, x, 3) uint8 -> (y, x) class indices in the card's class order."""
+    """(y, x, 3) uint8 -> (y, x) class indices in the card's class order.
+
+    The image is one work unit of the slide engine: evenly spread patches, blended inside,
+    white (glass) context past the image's edges.
+    """
     spec = engine.spec
-    tile, halo = spec.tile_size_px, spec.overlap_px // 2
-    stride = tile - 2 * halo
+    tile = spec.tile_size_px
+    stride = tile - 2 * (spec.overlap_px // 2)
     height, width = rgb.shape[:2]
-    cols, rows = max(1, math.ceil(width / stride)), max(1, math.ceil(height / stride))
-    padded_h, padded_w = rows * stride + 2 * halo, cols * stride + 2 * halo
-    canvas = np.full((padded_h, padded_w, 3), 255, dtype=np.uint8)
-    canvas[halo : halo + height, halo : halo + width] = rgb
+    pad = tile // 2 + 1
+    canvas = np.full((height + 2 * pad, width + 2 * pad, 3), 255, dtype=np.uint8)
+    canvas[pad : pad + height, pad : pad + width] = rgb
     window = torch.from_numpy(canvas).permute(2, 0, 1).to(engine.device)
-    window = (window.float() - engine._mean) / engine._std
-    acc = torch.zeros((len(spec.classes), padded_h, padded_w), device=engine.device)
-    wsum = torch.zeros((padded_h, padded_w), device=engine.device)
-    offsets = [(c * stride, r * stride) for r in range(rows) for c in range(cols)]
+    acc = torch.zeros((len(spec.classes), *canvas.shape[:2]), device=engine.device)
+    wsum = torch.zeros(canvas.shape[:2], device=engine.device)
+    cols, rows = _cores(width, stride), _cores(height, stride)
+    patches = []
+    for j, (cy, ch) in enumerate(rows):
+        for i, (cx, cw) in enumerate(cols):
+            weight_x = engine.ramp(cw, i == 0, i == len(cols) - 1)
+            weight_y = engine.ramp(ch, j == 0, j == len(rows) - 1)
+            x, y = pad + cx - (tile - cw) // 2, pad + cy - (tile - ch) // 2
+            patches.append((x, y, weight_y[:, None] * weight_x[None, :]))
     batch_size = engine.options.batch_size
-    for start in range(0, len(offsets), batch_size):
-        take = offsets[start : start + batch_size]
-        inputs = torch.stack([window[:, y : y + tile, x : x + tile] for x, y in take])
-        probs = engine.forward_probs(inputs)
-        for (x, y), prob in zip(take, probs, strict=True):
-            acc[:, y : y + tile, x : x + tile] += prob
-            wsum[y : y + tile, x : x + tile] += engine._weight
-    blended = acc[:, halo : halo + height, halo : halo + width]
-    blended = blended / wsum[halo : halo + height, halo : halo + width].clamp_min(1e-6)
+    for start in range(0, len(patches), batch_size):
+        take = patches[start : start + batch_size]
+        inputs = torch.stack([window[:, y : y + tile, x : x + tile] for x, y, _ in take])
+        probs = engine.forward_probs(engine.normalise(inputs))
+        for (x, y, weight), prob in zip(take, probs, strict=True):
+            acc[:, y : y + tile, x : x + tile] += prob * weight
+            wsum[y : y + tile, x : x + tile] += weight
+    blended = acc[:, pad : pad + height, pad : pad + width]
+    blended = blended / wsum[pad : pad + height, pad : pad + width].clamp_min(1e-6)
     return np.asarray(blended.argmax(dim=0).to(torch.uint8).cpu().numpy(), dtype=np.uint8)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from inference.errors import ModelNotFoundError
+from inference.errors import ModelLoadError, ModelNotFoundError
 
 __all__ = ["Model", "ModelSpec", "load_named_model"]
 
@@ -90,7 +90,9 @@ class ModelSpec:
             classes=tuple(names),
             colors=tuple(colors),
             mpp=float(pick("mpp", "input_mpp")),
-            tile_size_px=int(pick("tile_size_px", "tile_size", "patch_size", default=256)),
+            tile_size_px=int(
+                pick("tile_size_px", "patch_size_px", "tile_size", "patch_size", default=256)
+            ),
             overlap_px=int(pick("overlap_px", "overlap", default=32)),
             mean=tuple(float(v) for v in (mean or (0.485, 0.456, 0.406))),  # type: ignore[arg-type]
             std=tuple(float(v) for v in (std or (0.229, 0.224, 0.225))),  # type: ignore[arg-type]
@@ -135,8 +137,11 @@ def load_named_model(name: str, device: torch.device) -> tuple[ModelSpec, torch.
             raise ModelNotFoundError(f"model {name!r}: no model registry installed") from exc
         try:
             card, model = registry.load_model(name, device)
-        except (KeyError, LookupError, FileNotFoundError) as exc:
-            raise ModelNotFoundError(f"model {name!r} not found: {exc}") from exc
+        except LookupError as exc:
+            raise ModelNotFoundError(f"model {name!r} not found") from exc
+        except Exception as exc:  # models' errors (weights missing, hash mismatch, bad card)
+            code = getattr(exc, "code", type(exc).__name__)
+            raise ModelLoadError(f"model {name!r} cannot be loaded ({code}): {exc}") from exc
     spec = ModelSpec.from_card(card)
     if isinstance(model, torch.nn.Module):
         model.eval()

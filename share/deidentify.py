@@ -9,6 +9,10 @@ holds only
 - metadata rebuilt from an ALLOW-LIST (geometry, tile size, mpp, objective power, ICC profile),
   with the slide's name replaced by the share's pseudonym.
 
+A share may be limited to a REGION (level-0 pixels): only the tiles meeting it are written, and
+the tiles it crosses are decoded once and whitened outside it, at every level, so the rest of the
+slide is not visible even at low resolution.
+
 Nothing else is read into the output: not the ``associated/`` group (label, macro, thumbnail),
 not ``labels/``, not any attribute of the source (file name, sha256, dates, barcodes, vendor
 properties, operator). Unknown keys are dropped, never copied, so a converter that adds a new
@@ -17,6 +21,7 @@ field cannot leak it. The output appears atomically (temporary directory, then r
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -24,13 +29,17 @@ import os
 import re
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
+
+import numpy as np
+from PIL import Image
 
 from share.federation_errors import (
     DerivedExistsError,
     InvalidPseudonymError,
+    InvalidRegionError,
     SourcePyramidError,
 )
 from tiling.layout import ASSOCIATED_GROUP, IAIN_ATTR, JPEG_CODEC_NAME, LABELS_GROUP, chunk_key
@@ -38,6 +47,7 @@ from tiling.layout import ASSOCIATED_GROUP, IAIN_ATTR, JPEG_CODEC_NAME, LABELS_G
 __all__ = [
     "PSEUDONYM_PATTERN",
     "SharedPyramidInfo",
+    "SharedRegion",
     "derive_shared_pyramid",
     "read_shared_pyramid_info",
     "shared_tile_path",
@@ -48,10 +58,37 @@ logger = logging.getLogger(__name__)
 
 PSEUDONYM_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ZARR_JSON = "zarr.json"
-# Array metadata keys that describe storage only; everything else (attributes, ...) is dropped.
-_ARRAY_KEYS = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value")
 _ALLOWED_CODECS = {"transpose", JPEG_CODEC_NAME, "bytes"}
+_SUBSAMPLINGS = {"444", "422", "420", "411", "440"}  # JPEG chroma subsampling tokens
+_ICC_KEY = "icc_profile_base64"  # as tiling.convert writes it
 _RGB_CHANNELS = (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRegion:
+    """A rectangle of the slide in level-0 pixels: top-left (x, y), size (width, height)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if self.x < 0 or self.y < 0 or self.width <= 0 or self.height <= 0:
+            raise InvalidRegionError(f"region {self.as_list()} must have x, y >= 0 and size > 0")
+
+    def as_list(self) -> list[int]:
+        return [self.x, self.y, self.width, self.height]
+
+    def at_level(self, level: int) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) at ``level``, rounded outwards (x1, y1 exclusive)."""
+        scale = 2**level
+        return (
+            self.x // scale,
+            self.y // scale,
+            -(-(self.x + self.width) // scale),
+            -(-(self.y + self.height) // scale),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +104,7 @@ class SharedPyramidInfo:
     mpp_x: float | None
     mpp_y: float | None
     objective_power: float | None
+    region: SharedRegion | None = None
 
     def grid(self, level: int) -> tuple[int, int]:
         """(columns, rows) of tiles at ``level`` (DeepZoom ceil-halving, as tiling/layout.py)."""
@@ -76,12 +114,18 @@ class SharedPyramidInfo:
         return math.ceil(width / self.tile_width), math.ceil(height / self.tile_height)
 
 
-def derive_shared_pyramid(source_store: Path | str, out: Path | str, *, pseudonym: str) -> Path:
+def derive_shared_pyramid(
+    source_store: Path | str,
+    out: Path | str,
+    *,
+    pseudonym: str,
+    region: SharedRegion | None = None,
+) -> Path:
     """Write the de-identified copy of the IAIN pyramid ``source_store`` at ``out``.
 
     ``out`` must not exist; it appears complete or not at all. Chunk files are hard-linked when
     source and output share a file system and the JPEG needs no cleaning, else copied.
-    Returns ``out``.
+    With ``region``, only that part of the slide is shared. Returns ``out``.
     """
     source = Path(source_store)
     target = Path(out)
@@ -93,13 +137,19 @@ def derive_shared_pyramid(source_store: Path | str, out: Path | str, *, pseudony
     levels = _level_paths(root)
     arrays = [_read_level(source, path) for path in levels]
     info = _allowed_info(root, arrays, pseudonym)
+    if region is not None:
+        if region.x + region.width > info.width or region.y + region.height > info.height:
+            raise InvalidRegionError(
+                f"region {region.as_list()} outside the slide ({info.width}x{info.height})"
+            )
+        info = replace(info, region=region)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
         _write_json(tmp / _ZARR_JSON, _root_metadata(info, root))
-        counts = [0, 0]
+        counts = [0, 0, 0]
         for level, array in enumerate(arrays):
             (tmp / str(level)).mkdir()
             _write_json(tmp / str(level) / _ZARR_JSON, _array_metadata(array))
@@ -109,11 +159,10 @@ def derive_shared_pyramid(source_store: Path | str, out: Path | str, *, pseudony
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info(
-        "derived shared pyramid %s: %d levels, %d chunks linked, %d cleaned",
+        "derived shared pyramid %s: %d levels, %d chunks linked, %d cleaned, %d cropped",
         pseudonym,
         len(arrays),
-        counts[0],
-        counts[1],
+        *counts,
     )
     return target
 
@@ -135,8 +184,11 @@ def read_shared_pyramid_info(store: Path | str) -> SharedPyramidInfo:
             mpp_x=_positive(attrs.get("mpp_x")),
             mpp_y=_positive(attrs.get("mpp_y")),
             objective_power=_positive(attrs.get("objective_power")),
+            region=SharedRegion(*(int(v) for v in attrs["region"]))
+            if attrs.get("region")
+            else None,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, InvalidRegionError) as exc:
         raise SourcePyramidError(f"derived pyramid metadata incomplete: {exc}") from exc
 
 
@@ -238,26 +290,28 @@ def _level_paths(root: dict[str, Any]) -> list[str]:
 
 
 def _read_level(source: Path, path: str) -> dict[str, Any]:
+    """Validate a level's array metadata; returns it with ``shape`` and ``chunks`` as ints."""
     meta = _read_json(source / path / _ZARR_JSON, f"level {path} zarr.json")
     shape = meta.get("shape")
     if (
         meta.get("node_type") != "array"
         or meta.get("data_type") != "uint8"
-        or not isinstance(shape, list)
-        or len(shape) != 3
+        or not _dims(shape)
         or shape[0] != 3
     ):
         raise SourcePyramidError(f"level {path} is not a (3, y, x) uint8 array")
-    try:
-        chunks = meta["chunk_grid"]["configuration"]["chunk_shape"]
-        encoding = meta["chunk_key_encoding"]
-    except (KeyError, TypeError) as exc:
-        raise SourcePyramidError(f"level {path}: no regular chunk grid") from exc
-    if meta["chunk_grid"].get("name") != "regular" or len(chunks) != 3 or chunks[0] != 3:
-        raise SourcePyramidError(f"level {path}: chunks must be regular (3, tile_h, tile_w)")
-    if encoding.get("name") != "default" or encoding.get("configuration", {}).get(
-        "separator", "/"
-    ) != ("/"):
+    grid, encoding = meta.get("chunk_grid"), meta.get("chunk_key_encoding")
+    config = grid.get("configuration") if isinstance(grid, dict) else None
+    chunks = config.get("chunk_shape") if isinstance(config, dict) else None
+    if not isinstance(grid, dict) or grid.get("name") != "regular" or not _dims(chunks):
+        raise SourcePyramidError(f"level {path}: no regular chunk grid")
+    if chunks[0] != 3:
+        raise SourcePyramidError(f"level {path}: chunks must be (3, tile_h, tile_w)")
+    if (
+        not isinstance(encoding, dict)
+        or encoding.get("name") != "default"
+        or (encoding.get("configuration") or {}).get("separator", "/") != "/"
+    ):
         raise SourcePyramidError(f"level {path}: chunk keys must be default with '/'")
     codecs = meta.get("codecs")
     if not isinstance(codecs, list) or not any(
@@ -267,6 +321,15 @@ def _read_level(source: Path, path: str) -> dict[str, Any]:
     if meta.get("storage_transformers"):
         raise SourcePyramidError(f"level {path}: storage transformers are not supported")
     return meta
+
+
+def _dims(value: object) -> TypeGuard[list[int]]:
+    """Three positive integers (never strings: nothing but numbers is copied)."""
+    return (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in value)
+    )
 
 
 def _positive(value: object) -> float | None:
@@ -340,9 +403,11 @@ def _root_metadata(info: SharedPyramidInfo, source_root: dict[str, Any]) -> dict
         "mpp_y": info.mpp_y,
         "objective_power": info.objective_power,
     }
-    icc = source_root.get("attributes", {}).get(IAIN_ATTR, {}).get("icc_profile")
+    if info.region is not None:
+        iain["region"] = info.region.as_list()
+    icc = source_root.get("attributes", {}).get(IAIN_ATTR, {}).get(_ICC_KEY)
     if isinstance(icc, str) and re.fullmatch(r"[A-Za-z0-9+/=]{1,4000000}", icc):
-        iain["icc_profile"] = icc  # base64 colour profile: allowed (calibration, not identity)
+        iain[_ICC_KEY] = icc  # base64 colour profile: allowed (calibration, not identity)
     return {
         "zarr_format": 3,
         "node_type": "group",
@@ -379,28 +444,44 @@ def _root_metadata(info: SharedPyramidInfo, source_root: dict[str, Any]) -> dict
 
 
 def _array_metadata(source: dict[str, Any]) -> dict[str, Any]:
-    """Storage keys only; codec configurations reduced to numbers and short tokens."""
-    meta: dict[str, Any] = {"zarr_format": 3, "node_type": "array"}
-    for key in _ARRAY_KEYS:
-        meta[key] = source[key]
-    meta["fill_value"] = source["fill_value"] if isinstance(source["fill_value"], int) else 255
-    meta["chunk_key_encoding"] = {"name": "default", "configuration": {"separator": "/"}}
-    meta["dimension_names"] = ["c", "y", "x"]
-    codecs = []
+    """Rebuilt from validated numbers and fixed tokens; nothing of the source is copied as is."""
+    fill = source.get("fill_value")
+    codecs: list[dict[str, Any]] = []
     for codec in source["codecs"]:
         name = codec.get("name") if isinstance(codec, dict) else None
         if name not in _ALLOWED_CODECS:
             raise SourcePyramidError(f"unexpected codec {str(name)[:40]!r} in a level array")
-        config = codec.get("configuration", {})
-        clean = {
-            key: value
-            for key, value in (config.items() if isinstance(config, dict) else ())
-            if key in ("order", "quality", "endian")
-            and (isinstance(value, int | list) or value in ("little", "big"))
-        }
+        config = codec.get("configuration") or {}
+        clean: dict[str, Any] = {}
+        if isinstance(config, dict):
+            order, quality = config.get("order"), config.get("quality")
+            if isinstance(order, list) and sorted(map(str, order)) == ["0", "1", "2"]:
+                clean["order"] = [int(n) for n in order]  # a permutation of 0, 1, 2 only
+            if isinstance(quality, int) and not isinstance(quality, bool) and 1 <= quality <= 100:
+                clean["quality"] = quality
+            if config.get("subsampling") in _SUBSAMPLINGS:
+                clean["subsampling"] = config["subsampling"]
+            if config.get("endian") in ("little", "big"):
+                clean["endian"] = config["endian"]
         codecs.append({"name": name, "configuration": clean} if clean else {"name": name})
-    meta["codecs"] = codecs
-    return meta
+    return {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": [int(n) for n in source["shape"]],
+        "data_type": "uint8",
+        "chunk_grid": {
+            "name": "regular",
+            "configuration": {
+                "chunk_shape": [
+                    int(n) for n in source["chunk_grid"]["configuration"]["chunk_shape"]
+                ]
+            },
+        },
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": fill if isinstance(fill, int) and 0 <= fill <= 255 else 255,
+        "codecs": codecs,
+        "dimension_names": ["c", "y", "x"],
+    }
 
 
 def _copy_chunks(
@@ -408,9 +489,18 @@ def _copy_chunks(
 ) -> None:
     """Copy the chunks of the grid only, by their computed keys (stray files are never walked)."""
     columns, rows = info.grid(level)
+    tile_w, tile_h = info.tile_width, info.tile_height
+    bounds = info.region.at_level(level) if info.region else None
     for row in range(rows):
         made = False
         for col in range(columns):
+            inside = True
+            if bounds is not None:
+                x0, y0, x1, y1 = bounds
+                tx, ty = col * tile_w, row * tile_h
+                if tx >= x1 or ty >= y1 or tx + tile_w <= x0 or ty + tile_h <= y0:
+                    continue  # outside the shared region: absent, i.e. white
+                inside = x0 <= tx and y0 <= ty and tx + tile_w <= x1 and ty + tile_h <= y1
             key = chunk_key(level, col, row)
             src = source / key
             if not src.is_file() or src.is_symlink():
@@ -420,6 +510,10 @@ def _copy_chunks(
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 made = True
             data = src.read_bytes()
+            if not inside and bounds is not None:
+                dst.write_bytes(_crop_tile(data, bounds, col * tile_w, row * tile_h))
+                counts[2] += 1
+                continue
             clean = strip_jpeg_metadata(data)
             if clean == data:
                 try:
@@ -430,6 +524,27 @@ def _copy_chunks(
             else:
                 dst.write_bytes(clean)
                 counts[1] += 1
+
+
+def _crop_tile(data: bytes, bounds: tuple[int, int, int, int], tile_x: int, tile_y: int) -> bytes:
+    """Decode a tile the region crosses, whiten what lies outside it, re-encode (no metadata)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = np.array(image.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise SourcePyramidError(f"undecodable chunk crossed by the region: {exc}") from exc
+    x0, y0, x1, y1 = (
+        bounds[0] - tile_x,
+        bounds[1] - tile_y,
+        bounds[2] - tile_x,
+        bounds[3] - tile_y,
+    )
+    keep = np.zeros(pixels.shape[:2], dtype=bool)
+    keep[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
+    pixels[~keep] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
 
 
 # Never referenced: named here so a reader sees what is excluded by construction.

@@ -28,11 +28,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from share.deidentify import SharedRegion
 from share.federation_errors import (
     PeerConfigError,
     ShareAccessError,
@@ -44,8 +45,14 @@ from share.federation_errors import (
 )
 from share.signing import load_public_key
 
+if TYPE_CHECKING:  # the database layer is imported only where the audit trail is used
+    from share.audit import ViewAggregator
+    from share.db import Database
+
 __all__ = [
     "MAX_ACCESS_LAG_S",
+    "FederationAccess",
+    "FederationAuditTrail",
     "FederationConfig",
     "JsonShareFile",
     "Peer",
@@ -208,6 +215,7 @@ class Share:
     note: str = ""
     revoked_at: datetime | None = None
     created_at: datetime | None = None
+    region: SharedRegion | None = None  # level-0 pixels; None = the whole slide
 
     def revoke(self, now: datetime) -> Share:
         return self if self.revoked_at is not None else replace(self, revoked_at=now)
@@ -228,6 +236,7 @@ class Share:
             "note": self.note,
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
             "created_at": self.created_at.isoformat() if self.created_at else None,
+            "region": self.region.as_list() if self.region else None,
         }
 
     @classmethod
@@ -246,6 +255,7 @@ class Share:
             note=str(data.get("note", "")),
             revoked_at=_utc(data["revoked_at"]) if data.get("revoked_at") else None,
             created_at=_utc(data["created_at"]) if data.get("created_at") else None,
+            region=SharedRegion(*map(int, data["region"])) if data.get("region") else None,
         )
 
 
@@ -298,6 +308,67 @@ def authorize_share(
     if action is Permission.ANNOTATE and share.permission is not Permission.ANNOTATE:
         raise SharePermissionError(f"share {share.share_id} is view-only")
     return share
+
+
+@dataclass(frozen=True, slots=True)
+class FederationAccess:
+    """One decided peer request at the owner's node: what the audit trail records."""
+
+    at: datetime
+    peer: str  # the calling node
+    subject: str  # its user
+    share_id: str  # "*" for the share list
+    action: str  # "list" | "info" | "tile"
+    allowed: bool
+    reason: str  # the refusal's error code; "" when allowed
+    slide_id: str | None = None  # None when the share is unknown
+    owner_centre: str | None = None
+    tile: tuple[int, int, int] | None = None  # (level, col, row)
+
+
+class FederationAuditTrail:
+    """Owner-side audit of peer requests into the hash-chained audit trail (``share.audit``).
+
+    Granted tile reads go through the :class:`~share.audit.ViewAggregator` (one record per
+    peer user and share with the regions seen, like local views); everything else (lists,
+    info, every refusal) is one record per request. Actor is ``user@centre``.
+    """
+
+    def __init__(self, db: Database, aggregator: ViewAggregator | None = None) -> None:
+        self._db = db
+        self._aggregator = aggregator
+
+    def __call__(self, access: FederationAccess) -> None:
+        actor = f"{access.subject}@{access.peer}"[:150]
+        if access.allowed and access.tile is not None and self._aggregator is not None:
+            level, col, row = access.tile
+            self._aggregator.record(
+                f"peer:{access.peer}:{access.share_id}",
+                actor,
+                access.owner_centre or "",
+                access.slide_id or "",
+                str(level),
+                col,
+                row,
+            )
+            return
+        from share import audit  # lazy: a node without the database never loads SQLAlchemy
+
+        detail: dict[str, Any] = {"peer": access.peer, "share": access.share_id[:64]}
+        if access.tile is not None:
+            detail["tile"] = list(access.tile)
+        if access.reason:
+            detail["reason"] = access.reason
+        with self._db.session() as session:
+            audit.append(
+                session,
+                actor=actor,
+                action=f"federation.{access.action}",
+                outcome="ok" if access.allowed else "denied",
+                centre_id=access.owner_centre,
+                slide_id=access.slide_id,
+                detail=detail,
+            )
 
 
 class ShareRegistry(Protocol):

@@ -6,6 +6,7 @@
     ├── DeidentifyError                  a derived (shareable) pyramid cannot be made
     │   ├── SourcePyramidError           the source is not a readable IAIN pyramid
     │   ├── InvalidPseudonymError        (also ValueError) pseudonym not [A-Za-z0-9._-]{1,64}
+    │   ├── InvalidRegionError           (also ValueError) empty region, or outside the slide
     │   └── DerivedExistsError           (also FileExistsError) the output path is taken
     ├── NodeKeyError                     this node's private key is missing or unreadable
     ├── PeerConfigError                  the peers file / env is invalid (names the peer)
@@ -18,6 +19,7 @@
     │   ├── WrongAudienceError           ``aud`` is another node
     │   ├── RequestMismatchError         signed for another method, path or body
     │   └── ReplayedTokenError           the ``jti`` was already used
+    ├── RevocationBodyError              (also ValueError) a revocation notice is malformed
     ├── ShareAccessError                 the share does not grant this (HTTP 404, like unknown)
     │   ├── ShareNotFoundError           no such share
     │   ├── ShareRevokedError            revoked
@@ -40,6 +42,7 @@ __all__ = [
     "DerivedExistsError",
     "FederationError",
     "InvalidPseudonymError",
+    "InvalidRegionError",
     "MalformedTokenError",
     "NodeKeyError",
     "PeerConfigError",
@@ -51,6 +54,7 @@ __all__ = [
     "ReplayedTokenError",
     "RequestAuthError",
     "RequestMismatchError",
+    "RevocationBodyError",
     "ShareAccessError",
     "ShareExpiredError",
     "ShareNotFoundError",
@@ -82,6 +86,10 @@ class SourcePyramidError(DeidentifyError):
 
 class InvalidPseudonymError(DeidentifyError, ValueError):
     code = "invalid_pseudonym"
+
+
+class InvalidRegionError(DeidentifyError, ValueError):
+    code = "invalid_region"
 
 
 class DerivedExistsError(DeidentifyError, FileExistsError):
@@ -130,6 +138,10 @@ class RequestMismatchError(RequestAuthError):
 
 class ReplayedTokenError(RequestAuthError):
     code = "token_replayed"
+
+
+class RevocationBodyError(FederationError, ValueError):
+    code = "bad_revocation"
 
 
 class ShareAccessError(FederationError):

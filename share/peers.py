@@ -9,6 +9,7 @@ The owner's side of the wire is :mod:`share.federation_router`::
     GET /federation/shares                                   -> [SharedSlide]
     GET /federation/shares/{share_id}                        -> SharedPyramidInfo
     GET /federation/shares/{share_id}/tiles/{level}/{col}_{row}.jpeg  -> JPEG bytes
+    POST /federation/revocations  {"share_ids": [...]}        -> {"purged": n}  (owner -> recipient)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -27,7 +28,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from share.deidentify import SharedPyramidInfo
+from share.deidentify import SharedPyramidInfo, SharedRegion
 from share.federation import Peer, Permission
 from share.federation_errors import (
     PeerNotFoundError,
@@ -39,7 +40,9 @@ from share.signing import NodeKey, sign_request
 
 __all__ = [
     "FEDERATION_PREFIX",
+    "MAX_JSON_BYTES",
     "MAX_TILE_BYTES",
+    "NODE_SUBJECT",
     "CachingPeerClient",
     "Caller",
     "HttpPeerClient",
@@ -51,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 FEDERATION_PREFIX = "/federation"
 MAX_TILE_BYTES = 4 * 1024 * 1024  # a 256-1024 px JPEG is far below; more is a broken peer
+MAX_JSON_BYTES = 8 * 1024 * 1024  # share lists and slide info
+NODE_SUBJECT = "node"  # the ``sub`` of requests a node makes for itself (not for a user)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,14 @@ class PeerClient(Protocol):
     def slide_info(self, share_id: str, caller: Caller) -> SharedPyramidInfo: ...
 
     def read_tile(self, share_id: str, level: int, col: int, row: int, caller: Caller) -> bytes: ...
+
+    def notify_revoked(self, share_ids: Sequence[str]) -> int:
+        """Owner side: tell this peer that our shares ended, so it drops what it cached."""
+        ...
+
+    def purge(self, share_id: str) -> int:
+        """Recipient side: drop anything kept of ``share_id``; returns how many items."""
+        ...
 
     def close(self) -> None: ...
 
@@ -149,8 +162,9 @@ class HttpPeerClient:
                 mpp_x=_opt_float(data.get("mpp_x")),
                 mpp_y=_opt_float(data.get("mpp_y")),
                 objective_power=_opt_float(data.get("objective_power")),
+                region=SharedRegion(*map(int, data["region"])) if data.get("region") else None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:  # InvalidRegionError is a ValueError
             raise PeerProtocolError(f"{self._peer.name}: bad slide info ({exc})") from exc
 
     def read_tile(self, share_id: str, level: int, col: int, row: int, caller: Caller) -> bytes:
@@ -175,6 +189,24 @@ class HttpPeerClient:
         finally:
             response.close()
 
+    def notify_revoked(self, share_ids: Sequence[str]) -> int:
+        """POST the ended share ids (signed, body-bound) to the peer; returns what it purged."""
+        body = json.dumps({"share_ids": list(share_ids)}).encode()
+        response = self._send("/revocations", Caller(NODE_SUBJECT), method="POST", body=body)
+        try:
+            response.read()
+            purged = response.json().get("purged")
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            raise PeerProtocolError(f"{self._peer.name}: bad revocation answer") from exc
+        finally:
+            response.close()
+        if not isinstance(purged, int):
+            raise PeerProtocolError(f"{self._peer.name}: bad revocation answer")
+        return purged
+
+    def purge(self, share_id: str) -> int:
+        return 0  # nothing is kept here
+
     def close(self) -> None:
         self._client.close()
 
@@ -192,26 +224,38 @@ class HttpPeerClient:
     def _get_json(self, route: str, caller: Caller) -> Any:
         response = self._send(route, caller)
         try:
-            response.read()
-            return response.json()
-        except (httpx.HTTPError, ValueError) as exc:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_JSON_BYTES:
+                    raise PeerProtocolError(f"{self._peer.name}: answer over {MAX_JSON_BYTES} B")
+            return json.loads(body)
+        except httpx.HTTPError as exc:
+            raise PeerUnavailableError(f"{self._peer.name}: transfer failed ({exc})") from exc
+        except ValueError as exc:
             raise PeerProtocolError(f"{self._peer.name}: answer is not JSON") from exc
         finally:
             response.close()
 
-    def _send(self, route: str, caller: Caller) -> httpx.Response:
-        """GET ``FEDERATION_PREFIX + route`` signed for ``caller``; the response stays open."""
+    def _send(
+        self, route: str, caller: Caller, *, method: str = "GET", body: bytes | None = None
+    ) -> httpx.Response:
+        """``method FEDERATION_PREFIX + route`` signed for ``caller``; the response stays open."""
         target = f"{self._prefix}{FEDERATION_PREFIX}{route}"
         token = sign_request(
             self._key,
-            "GET",
+            method,
             target,
             self._peer.name,
             caller.user,
             {"groups": list(caller.groups)} if caller.groups else None,
+            body=body,
         )
+        headers = {"Authorization": f"Bearer {token}"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         request = self._client.build_request(
-            "GET", f"{FEDERATION_PREFIX}{route}", headers={"Authorization": f"Bearer {token}"}
+            method, f"{FEDERATION_PREFIX}{route}", headers=headers, content=body
         )
         try:
             response = self._client.send(request, stream=True)
@@ -244,7 +288,7 @@ def _error_code(response: httpx.Response) -> str:
         body = json.loads(head)
     except (httpx.HTTPError, ValueError):
         return "?"
-    code = body.get("code") if isinstance(body, dict) else None
+    code = body.get("error") if isinstance(body, dict) else None
     return str(code)[:64] if code else "?"
 
 
@@ -325,6 +369,9 @@ class CachingPeerClient:
                     _, (_, evicted) = self._tiles.popitem(last=False)
                     self._size -= len(evicted)
         return data
+
+    def notify_revoked(self, share_ids: Sequence[str]) -> int:
+        return self._inner.notify_revoked(share_ids)
 
     def purge(self, share_id: str) -> int:
         """Drop every cached tile of ``share_id`` (all callers); returns how many."""

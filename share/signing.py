@@ -16,6 +16,7 @@ claims are required and turns each failure into a specific :mod:`share.federatio
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -206,22 +207,35 @@ def sign_request(
     }
     if body:
         payload["bh"] = body_hash(body)
-    headers = {"typ": TOKEN_TYPE, "kid": key.public_jwk()["kid"]}
+    headers = {"typ": TOKEN_TYPE, "kid": _kid(key)}
     return jwt.encode(payload, key.private_key, algorithm=_ALGORITHM, headers=headers)
 
 
+@functools.lru_cache(maxsize=64)
+def _kid(key: NodeKey) -> str:
+    return key.public_jwk()["kid"]
+
+
 class ReplayCache:
-    """Token ids seen until they expire; thread-safe; bounded (full = refuse, never forget)."""
+    """Token ids seen until they expire; thread-safe; bounded (full = refuse, never forget).
+
+    Expired ids are swept at most every few seconds, so memory follows the live request rate
+    (about rate x ``MAX_TOKEN_TTL_S`` entries), not the total ever seen.
+    """
+
+    _SWEEP_EVERY_S = 5.0
 
     def __init__(self, max_entries: int = 1_000_000) -> None:
         self._seen: dict[tuple[str, str], int] = {}
         self._max = max_entries
         self._lock = threading.Lock()
+        self._next_sweep = 0.0
 
     def check_and_add(self, issuer: str, jti: str, exp: int, now: float) -> None:
         with self._lock:
-            if len(self._seen) >= self._max:
-                self._seen = {k: e for k, e in self._seen.items() if e + CLOCK_SKEW_S >= now}
+            if now >= self._next_sweep or len(self._seen) >= self._max:
+                self._seen = {k: e for k, e in self._seen.items() if e + CLOCK_SKEW_S > now}
+                self._next_sweep = now + self._SWEEP_EVERY_S
             if (issuer, jti) in self._seen:
                 raise ReplayedTokenError(f"token {jti[:8]}… from {issuer} was already used")
             if len(self._seen) >= self._max:
@@ -250,8 +264,8 @@ def verify_request(
     """
     clock = time.time() if now is None else now
     try:
-        header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options={"verify_signature": False})
+        unverified_token = jwt.decode_complete(token, options={"verify_signature": False})
+        header, unverified = unverified_token["header"], unverified_token["payload"]
     except jwt.PyJWTError as exc:
         raise MalformedTokenError(f"not a signed token ({exc})") from exc
     if header.get("alg") != _ALGORITHM or header.get("typ") != TOKEN_TYPE:

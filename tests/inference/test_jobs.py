@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
+from inference.config import InferenceSettings
 from inference.jobs import JobService, JobState
 from tests.inference.conftest import JobsServer
 
@@ -73,3 +75,24 @@ def test_jobs_api_errors_are_specific(jobs_server: JobsServer) -> None:
         jobs_server.worker.start()
         failed = _wait(client, job["id"], {"failed", "done"})
         assert failed["state"] == "failed" and failed["error_code"] == "model_not_found"
+
+
+def test_a_dead_servers_running_job_is_requeued_and_resumed(jobs_server: JobsServer) -> None:
+    service = jobs_server.service
+    job = service.submit("slide-1", TOY)
+    assert service.claim_next() is not None  # a server claimed it, then died
+    assert service.requeue_stale(max_age_s=3600) == []
+    record = service.get(job.id)
+    service._write(replace(record, updated=time.time() - 7200))
+    assert service.requeue_stale(max_age_s=3600) == [job.id]
+    assert jobs_server.worker.run_once()
+    assert service.get(job.id).state == JobState.DONE
+
+
+def test_settings_from_env() -> None:
+    settings = InferenceSettings.from_env(
+        {"INFERENCE_DEVICES": "cuda:0,cuda:1", "INFERENCE_BATCH": "32", "INFERENCE_JOBS_DIR": "/j"}
+    )
+    assert settings.devices == ("cuda:0", "cuda:1") and settings.batch_size == 32
+    assert settings.engine_options().batch_size == 32 and str(settings.jobs_dir) == "/j"
+    assert InferenceSettings.from_env({"INFERENCE_DEVICES": ""}).devices == ()

@@ -26,16 +26,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import openslide
 import pytest
-import tifffile
 from fastapi import FastAPI
 from PIL import Image, ImageDraw
 
-from share.federation import FederationConfig, JsonShareFile
+from share.federation import FederationAccess, FederationConfig, JsonShareFile
 from share.federation_errors import FederationError
 from share.federation_router import (
-    FederationAccess,
     OwnerState,
     RecipientState,
     current_caller,
@@ -58,7 +55,7 @@ CANARIES = (
 )
 CANARY_FILE_NAME = "CANARY-PATIENT-4711_1970-01-01_BC-CANARY-0042.svs"
 TILE = 256
-RECIPIENT_CACHE_TTL_S = 2.0  # the nodes' tile cache: short, so the revocation test is quick
+RECIPIENT_CACHE_TTL_S = 1.0  # the nodes' tile cache: short, so the revocation test is quick
 
 
 @dataclass(frozen=True)
@@ -84,6 +81,8 @@ def _draw_canary_image(width: int, height: int, base: np.ndarray | None) -> np.n
 
 def write_canary_svs(source_svs: Path, directory: Path) -> CanarySlide:
     """Rewrite ``source_svs`` as an Aperio SVS whose metadata and images carry the canaries."""
+    import tifffile  # lazy here and below: the uvicorn node processes import this module too
+
     with tifffile.TiffFile(source_svs) as tif:
         level0 = tif.pages[0].asarray()
         thumbnail = tif.pages[1].asarray()
@@ -175,6 +174,8 @@ def write_leaky_pyramid(slide_path: Path, out: Path, *, max_side: int = 4096) ->
 
     Pixels are the top-left ``max_side`` square of level 0 at most (keeps real slides quick).
     """
+    import openslide
+
     slide = openslide.OpenSlide(slide_path)
     try:
         width, height = (min(side, max_side) for side in slide.dimensions)
@@ -264,6 +265,21 @@ def canary_slide(slides_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="module")
+def converted_canary(canary_slide: CanarySlide, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The canary slide through the real converter (``tiling.convert.build_pyramid``)."""
+    from tiling.convert import build_pyramid
+    from wsi import open_slide
+
+    out = tmp_path_factory.mktemp("conv") / "slide.zarr"
+    reader = open_slide(canary_slide.path)
+    try:
+        build_pyramid(reader, out)
+    finally:
+        reader.close()
+    return out
+
+
+@pytest.fixture(scope="module")
 def canary_pyramid(canary_slide: CanarySlide, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_leaky_pyramid(canary_slide.path, tmp_path_factory.mktemp("pyr") / "slide.zarr")
 
@@ -285,6 +301,7 @@ def node_app() -> FastAPI:
 
     def audit(access: FederationAccess) -> None:
         record = dataclasses.asdict(access) | {"at": access.at.isoformat()}
+        record["what"] = "tile {}/{}_{}".format(*access.tile) if access.tile else access.action
         with audit_lock, audit_file.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -360,10 +377,14 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
-    """Caen (owner) and Lille (recipient): two real uvicorn processes on 127.0.0.1."""
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+    """Caen, Rouen, Lille: three real uvicorn processes on 127.0.0.1, each knowing the others.
+
+    Rouen's user is deliberately named ``dr.lille`` too: a same-named user at another centre.
+    """
     base = tmp_path_factory.mktemp("nodes")
-    keys = {name: NodeKey.generate(name) for name in ("caen", "lille")}
+    keys = {name: NodeKey.generate(name) for name in ("caen", "rouen", "lille")}
+    users = {"caen": "dr.caen", "rouen": "dr.lille", "lille": "dr.lille"}
     ports = {name: free_port() for name in keys}
     nodes: dict[str, Node] = {}
     processes: list[subprocess.Popen[bytes]] = []
@@ -391,7 +412,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, No
                 "FED_TEST_SHARES": str(home / "shares.json"),
                 "FED_TEST_PYRAMIDS": str(home / "pyramids"),
                 "FED_TEST_AUDIT": str(home / "audit.jsonl"),
-                "FED_TEST_USER": f"dr.{name}",
+                "FED_TEST_USER": users[name],
                 "FED_TEST_GROUPS": "uropath",
                 "FED_TEST_CACHE_TTL_S": str(RECIPIENT_CACHE_TTL_S),
             }

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openslide
@@ -13,6 +15,7 @@ import pytest
 from PIL import Image
 
 from share.deidentify import (
+    SharedRegion,
     derive_shared_pyramid,
     read_shared_pyramid_info,
     shared_tile_path,
@@ -21,6 +24,7 @@ from share.deidentify import (
 from share.federation_errors import (
     DerivedExistsError,
     InvalidPseudonymError,
+    InvalidRegionError,
     SourcePyramidError,
 )
 from tests.share.conftest_federation import (
@@ -29,11 +33,12 @@ from tests.share.conftest_federation import (
     CanarySlide,
     canary_pyramid,
     canary_slide,
+    converted_canary,
     write_leaky_pyramid,
 )
 from tiling.layout import chunk_key
 
-__all__ = ["canary_pyramid", "canary_slide"]  # fixtures used by name
+__all__ = ["canary_pyramid", "canary_slide", "converted_canary"]  # fixtures used by name
 
 PSEUDONYM = "SHR-7f3a9c"
 
@@ -90,6 +95,98 @@ def test_no_canary_in_any_byte_of_the_derived_store(
             assert needle.decode("latin-1") not in rel
 
 
+def test_real_converter_output_derives_without_canaries(
+    canary_slide: CanarySlide, converted_canary: Path, tmp_path: Path
+) -> None:
+    """The same canary slide through ``tiling.convert``: identifiers in, none out."""
+    source_blob = b"".join(path.read_bytes() for path in _all_files(converted_canary))
+    assert canary_slide.path.name.encode() in source_blob  # guard: the converter keeps them
+    assert canary_slide.sha256.encode() in source_blob
+    assert (converted_canary / "associated" / "label").is_dir()
+    out = derive_shared_pyramid(converted_canary, tmp_path / "shared.zarr", pseudonym=PSEUDONYM)
+    for path in _all_files(out):
+        data = path.read_bytes()
+        for needle in _needles(canary_slide):
+            assert needle not in data, f"{needle!r} leaked in {path.relative_to(out)}"
+    assert not (out / "associated").exists()
+    info = read_shared_pyramid_info(out)
+    assert (info.width, info.height, info.mpp_x, info.objective_power) == (2220, 2967, 0.499, 20)
+    key = chunk_key(0, 1, 1)
+    assert strip_jpeg_metadata((converted_canary / key).read_bytes()) == (out / key).read_bytes()
+
+
+def test_derived_store_reads_back_with_zarr(converted_canary: Path, tmp_path: Path) -> None:
+    """Third-party readers see the same pixels (the iain.jpeg codec, rebuilt metadata)."""
+    import zarr
+
+    out = derive_shared_pyramid(converted_canary, tmp_path / "shared.zarr", pseudonym=PSEUDONYM)
+    source: Any = zarr.open_group(converted_canary, mode="r")  # zarr's unions: checked below
+    shared: Any = zarr.open_group(out, mode="r")
+    assert shared["0"].shape == source["0"].shape == (3, 2967, 2220)
+    assert np.array_equal(shared["0"][:, 200:700, 300:900], source["0"][:, 200:700, 300:900])
+    assert shared.attrs["ome"]["multiscales"][0]["name"] == PSEUDONYM
+
+
+def test_hostile_level_metadata_is_rebuilt_or_refused(canary_pyramid: Path, tmp_path: Path) -> None:
+    source = tmp_path / "hostile.zarr"
+    shutil.copytree(canary_pyramid, source)
+    meta_path = source / "0" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["chunk_grid"]["configuration"]["note"] = "CANARY-PATIENT-4711"
+    meta["chunk_key_encoding"]["configuration"]["extra"] = "CANARY-PATIENT-4711"
+    meta["codecs"][0]["configuration"]["order"] = ["CANARY-PATIENT-4711", 1, 2]
+    meta["codecs"][1]["configuration"]["subsampling"] = "CANARY-PATIENT-4711"
+    meta["fill_value"] = "CANARY-PATIENT-4711"
+    meta["dimension_names"] = ["CANARY-PATIENT-4711", "y", "x"]
+    meta_path.write_text(json.dumps(meta))
+    out = derive_shared_pyramid(source, tmp_path / "out.zarr", pseudonym="H")
+    assert b"CANARY" not in (out / "0" / "zarr.json").read_bytes()
+    meta["shape"] = [3, "CANARY-PATIENT-4711", 10]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(SourcePyramidError, match=r"\(3, y, x\) uint8"):
+        derive_shared_pyramid(source, tmp_path / "out2.zarr", pseudonym="H")
+
+
+def test_dicom_patient_attributes_never_leave(slides_dir: Path, tmp_path: Path) -> None:
+    """A real DICOM WSI series with planted patient attributes, through the real converter."""
+    import pydicom
+
+    from tiling.convert import build_pyramid
+    from wsi import open_slide
+
+    series = tmp_path / "CANARY-PATIENT-4711_series"
+    series.mkdir()
+    planted = {
+        "PatientName": "CANARY^PATIENT^4711",
+        "PatientID": "CANARY-PATIENT-4711",
+        "PatientBirthDate": "19700101",
+        "StudyDate": "19700101",
+        "AccessionNumber": "BC-CANARY-0042",
+        "ContainerIdentifier": "BC-CANARY-0042",
+        "InstitutionName": "Hopital-Canary",
+        "OperatorsName": "CANARY-OPERATOR-jdoe",
+    }
+    uids = set()
+    for name in ("boxes_0.dcm", "boxes_1.dcm"):
+        dataset = pydicom.dcmread(slides_dir / "boxes-dicom" / name)
+        for keyword, value in planted.items():
+            setattr(dataset, keyword, value)
+        uids |= {str(dataset.SeriesInstanceUID), str(dataset.StudyInstanceUID)}
+        dataset.save_as(series / name)
+    reader = open_slide(series / "boxes_0.dcm")
+    try:
+        build_pyramid(reader, tmp_path / "src.zarr")
+    finally:
+        reader.close()
+    source_blob = b"".join(path.read_bytes() for path in _all_files(tmp_path / "src.zarr"))
+    assert series.name.encode() in source_blob  # guard: the converter names the series
+    out = derive_shared_pyramid(tmp_path / "src.zarr", tmp_path / "out.zarr", pseudonym="D")
+    blob = b"".join(path.read_bytes() for path in _all_files(out))
+    for text in [*planted.values(), "1970", series.name, *uids]:
+        assert text.encode() not in blob, f"{text} leaked"
+    assert read_shared_pyramid_info(out).width == 16
+
+
 def test_derived_store_holds_only_levels_and_metadata(derived: Path) -> None:
     info = read_shared_pyramid_info(derived)
     for path in _all_files(derived):
@@ -135,7 +232,7 @@ def test_allow_listed_metadata_and_pseudonym(derived: Path) -> None:
         "mpp_x",
         "mpp_y",
         "objective_power",
-        "icc_profile",
+        "icc_profile_base64",
     }
     assert root["attributes"]["ome"]["multiscales"][0]["name"] == PSEUDONYM
     info = read_shared_pyramid_info(derived)
@@ -248,3 +345,44 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _tile(root: Path, level: int, col: int, row: int) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(shared_tile_path(root, level, col, row).read_bytes())))
+
+
+def test_region_share_holds_only_that_region_at_every_level(
+    canary_pyramid: Path, canary_slide: CanarySlide, tmp_path: Path
+) -> None:
+    region = SharedRegion(x=300, y=400, width=600, height=500)  # level-0 pixels
+    out = derive_shared_pyramid(canary_pyramid, tmp_path / "r.zarr", pseudonym="R", region=region)
+    assert read_shared_pyramid_info(out).region == region
+    level0 = {path.relative_to(out / "0/c/0").parts for path in (out / "0/c/0").rglob("*")}
+    files = {(int(c), int(r)) for r, c in (p for p in level0 if len(p) == 2)}
+    assert files == {(c, r) for c in (1, 2, 3) for r in (1, 2, 3)}
+    key = chunk_key(0, 2, 2)  # wholly inside: the stored JPEG, cleaned, never re-encoded
+    assert (out / key).read_bytes() == strip_jpeg_metadata((canary_pyramid / key).read_bytes())
+    corner = _tile(out, 0, 1, 1).astype(int)  # tile spans 256..512; region starts at 300, 400
+    source = _tile(canary_pyramid, 0, 1, 1).astype(int)
+    assert corner[:136, :].min() >= 252 and corner[:, :36].min() >= 252  # outside: white
+    assert np.abs(corner[150:, 50:] - source[150:, 50:]).mean() < 4  # inside: the slide
+    assert source[:136, :].min() < 250 and source[:, :36].min() < 250  # guard: glass is < 250
+    coarse = _tile(out, 4, 0, 0).astype(int)  # the whole slide in one tile at 1/16
+    whole = _tile(canary_pyramid, 4, 0, 0).astype(int)
+    x0, y0, x1, y1 = region.at_level(4)
+    assert coarse[y1 + 2 :, :].min() >= 245 and coarse[:, x1 + 2 :].min() >= 245
+    assert whole[y1 + 2 : 180, :x1].mean() < 235  # guard: tissue the region excludes
+    assert np.abs(coarse[y0:y1, x0:x1] - whole[y0:y1, x0:x1]).mean() < 4
+    blob = b"".join(path.read_bytes() for path in _all_files(out))
+    for needle in _needles(canary_slide):
+        assert needle not in blob
+
+
+def test_bad_regions(canary_pyramid: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidRegionError):
+        SharedRegion(0, 0, 0, 10)
+    with pytest.raises(InvalidRegionError, match="outside the slide"):
+        derive_shared_pyramid(
+            canary_pyramid, tmp_path / "x", pseudonym="P", region=SharedRegion(2000, 0, 500, 10)
+        )
+    assert not (tmp_path / "x").exists()

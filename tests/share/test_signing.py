@@ -16,6 +16,7 @@ from share.federation_errors import (
     MalformedTokenError,
     NodeKeyError,
     ReplayedTokenError,
+    RequestAuthError,
     RequestMismatchError,
     TokenExpiredError,
     TokenLifetimeError,
@@ -159,6 +160,19 @@ def test_replay(lille: NodeKey, peers: Peers) -> None:
         verify_request(token, "GET", PATH, "caen", peers, replay_cache=cache)
     verify_request(_token(lille), "GET", PATH, "caen", peers, replay_cache=cache)
     assert len(cache) == 2
+
+
+def test_replay_cache_forgets_only_expired_tokens_and_is_bounded() -> None:
+    cache = ReplayCache(max_entries=2)
+    now = 1_000_000.0
+    cache.check_and_add("lille", "a", exp=int(now) + 30, now=now)
+    cache.check_and_add("lille", "b", exp=int(now) + 30, now=now)
+    with pytest.raises(RequestAuthError, match="too many"):
+        cache.check_and_add("lille", "c", exp=int(now) + 30, now=now + 1)
+    with pytest.raises(ReplayedTokenError):  # still remembered while it could be valid
+        cache.check_and_add("lille", "a", exp=int(now) + 30, now=now + 30)
+    cache.check_and_add("lille", "c", exp=int(now) + 99, now=now + 40)  # a, b expired: swept
+    assert len(cache) == 1
 
 
 def test_reserved_claims_cannot_be_overridden(lille: NodeKey) -> None:
