@@ -11,7 +11,10 @@ How it stays fast and small:
   to its parent, which is encoded as soon as its (up to) four children arrived. Level-0 tiles go
   in row-major order with a bounded number in flight, so pending parents hold one tile row
   per level: memory is O(width), never O(area);
-- JPEG work runs on a thread pool (libjpeg-turbo and Pillow release the GIL).
+- JPEG work runs on a thread pool (libjpeg-turbo releases the GIL); large slides read by a
+  wsi backend are cut into column bands of 8 level-0 tiles, each built up to level 3 in one of
+  ``workers`` forked processes (threads share one GIL, which starves them on a busy machine),
+  and the top levels are finished here from the bands' level-3 quadrants.
 
 Atomic and resumable (local output): everything is written under ``OUT.partial-<sha[:12]>``,
 each chunk through a temp file + rename; a re-run with the same source and settings skips the
