@@ -103,6 +103,8 @@ def measure(tool: str, argv: list[str], out: Path) -> Run:
     dzi = out.parent / (out.name + ".dzi")
     if dzi.exists():
         size += dzi.stat().st_size
+    for produced_path in out.parent.glob(out.name + "*"):  # measured: free the disk
+        shutil.rmtree(produced_path) if produced_path.is_dir() else produced_path.unlink()
     return Run(
         tool,
         wall,

@@ -28,6 +28,8 @@ class TilingConfig:
     ``tile_size`` applies only when level 0 is re-encoded; copied levels keep the stored tile size.
     ``subsampling`` is the JPEG chroma subsampling (420/422/444) of encoded tiles.
     ``optimize_huffman`` trades ~0.4 ms per encoded tile for ~7 % smaller tiles.
+    ``process_min_tiles``: from this many level-0 tiles on, column bands are built in
+    ``workers`` processes (no shared GIL) instead of threads.
     ``workers`` threads run JPEG work (libjpeg-turbo releases the GIL); 0 means one per core.
     ``s3_options`` go to s3fs (endpoint_url, key, secret, ...) for ``s3://`` outputs.
     """
@@ -37,6 +39,7 @@ class TilingConfig:
     optimize_huffman: bool = True
     tile_size: int = 256
     workers: int = 0
+    process_min_tiles: int = 2048
     s3_options: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -65,5 +68,6 @@ class TilingConfig:
             optimize_huffman=env.get("TILING_OPTIMIZE_HUFFMAN", "1") not in ("0", "false"),
             tile_size=_int(env, "TILING_TILE_SIZE", 256),
             workers=_int(env, "TILING_WORKERS", 0),
+            process_min_tiles=_int(env, "TILING_PROCESS_MIN_TILES", 2048),
             s3_options=s3,
         )

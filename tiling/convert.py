@@ -11,7 +11,10 @@ How it stays fast and small:
   to its parent, which is encoded as soon as its (up to) four children arrived. Level-0 tiles go
   in row-major order with a bounded number in flight, so pending parents hold one tile row
   per level: memory is O(width), never O(area);
-- JPEG work runs on a thread pool (libjpeg-turbo and Pillow release the GIL).
+- JPEG work runs on a thread pool (libjpeg-turbo releases the GIL); large slides read by a
+  wsi backend are cut into column bands of 8 level-0 tiles, each built up to level 3 in one of
+  ``workers`` forked processes (threads share one GIL, which starves them on a busy machine),
+  and the top levels are finished here from the bands' level-3 quadrants.
 
 Atomic and resumable (local output): everything is written under ``OUT.partial-<sha[:12]>``,
 each chunk through a temp file + rename; a re-run with the same source and settings skips the
@@ -30,12 +33,20 @@ import itertools
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
+import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -261,6 +272,7 @@ class _Builder:
         self._stored_lock = threading.Lock()
         self._parents: list[dict[tuple[int, int], _Parent]] = [{} for _ in range(self.levels)]
         self._last_report = 0.0
+        self.exported: list[_Result] = []
 
     def _count_skip(self) -> None:
         with self._stored_lock:
@@ -382,16 +394,41 @@ class _Builder:
     def _reduced_batch(self, tiles: list[tuple[int, int, int, RGB]]) -> list[_Result]:
         return [self._reduced_task(*tile) for tile in tiles]
 
-    def run(self) -> None:
+    def run(
+        self,
+        *,
+        cols: range | None = None,
+        export_level: int | None = None,
+        seeds: Sequence[_Result] = (),
+    ) -> None:
         """Drive the pool. Work goes out in batches of tiles so the main thread (and the GIL
         handoff) wakes once per batch, not once per tile: on a loaded machine every wake-up
-        costs a scheduler slice, and per-tile futures left the workers idle."""
+        costs a scheduler slice, and per-tile futures left the workers idle.
+
+        ``cols`` limits level 0 to a band of columns; quadrants of ``export_level`` tiles are
+        kept in :attr:`exported` instead of feeding parents; ``seeds`` are such quadrants
+        from bands built elsewhere (no level-0 work then)."""
         cols0, rows0 = self.grids[0]
-        order: Iterator[tuple[int, int]] = ((c, r) for r in range(rows0) for c in range(cols0))
+        columns = range(cols0) if cols is None else cols
+        order: Iterator[tuple[int, int]] = ((c, r) for r in range(rows0) for c in columns)
         max_inflight = 3 * self.workers
         inflight: set[Future[list[_Result]]] = set()
-        exhausted = False
+        exhausted = bool(seeds)
         ready: list[tuple[int, int, int, RGB]] = []  # complete parents waiting to be encoded
+
+        def handle(results: Iterable[_Result], count: bool = True) -> None:
+            for level, col, row, quadrant in results:
+                self.done += count
+                if quadrant is None:
+                    continue
+                if level == export_level:
+                    self.exported.append((level, col, row, quadrant))
+                    continue
+                parent = self._give_quadrant(level, col, row, quadrant)
+                if parent is not None:
+                    ready.append((level + 1, col // 2, row // 2, parent))
+
+        handle(seeds, count=False)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="iain-tile") as pool:
             try:
                 while True:
@@ -410,13 +447,7 @@ class _Builder:
                         break
                     finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
                     for future in finished:
-                        for level, col, row, quadrant in future.result():
-                            self.done += 1
-                            if quadrant is None:
-                                continue
-                            parent = self._give_quadrant(level, col, row, quadrant)
-                            if parent is not None:
-                                ready.append((level + 1, col // 2, row // 2, parent))
+                        handle(future.result())
                     self._report()
             except BaseException:
                 for future in inflight:
@@ -424,6 +455,105 @@ class _Builder:
                 raise
         if any(self._parents):
             raise RuntimeError("pyramid build ended with incomplete parent tiles")  # a bug
+
+
+# ---------------------------------------------------------------------------- worker processes
+
+BAND_LEVELS = 3  # a band is 2**3 = 8 level-0 tile columns: levels 0..3 are built inside it
+
+
+@dataclass(frozen=True, slots=True)
+class _BandJob:
+    path: str
+    partial: str
+    spec: PyramidSpec
+    copy: bool
+    quality: int
+    subsampling: str
+    optimize: bool
+    first_col: int
+    end_col: int
+
+
+def _die_with_parent() -> None:
+    """Pool initializer: a kill -9 of the converter must not leave bands writing on."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is not None:
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(libc_name).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _run_band(job: _BandJob) -> tuple[list[_Result], int, int]:
+    """Levels 0..BAND_LEVELS of one column band, in its own process (own GIL, own reader)."""
+    from wsi import open_slide
+
+    reader = open_slide(Path(job.path))
+    try:
+        builder = _Builder(
+            reader,
+            LocalSink(Path(job.partial)),
+            job.spec,
+            copy_level0=job.copy,
+            quality=job.quality,
+            subsampling=job.subsampling,
+            optimize=job.optimize,
+            workers=1,
+            progress=None,
+        )
+        builder.run(cols=range(job.first_col, job.end_col), export_level=BAND_LEVELS)
+        return builder.exported, builder.done, builder.skipped
+    finally:
+        reader.close()
+
+
+def _run_bands(builder: _Builder, reader: SlideReader, partial: Path, workers: int) -> None:
+    """Build the pyramid with one process per core: bands below, threads for the top levels.
+
+    Python threads share one GIL; on a busy machine a preempted thread holding it stalls the
+    others, so a threaded build got ~15 % of a core where C converters got 40-100 %.
+    Processes do not share it. Band quadrants of level BAND_LEVELS (1/64 of the level-0 area,
+    a few MB even for large slides) come back to this process, which builds the rest.
+    """
+    spec = builder.spec
+    cols0 = builder.grids[0][0]
+    width = 2**BAND_LEVELS
+    jobs = [
+        _BandJob(
+            str(reader.path),
+            str(partial),
+            spec,
+            builder.copy,
+            builder.quality,
+            builder.subsampling,
+            builder.optimize,
+            first,
+            min(first + width, cols0),
+        )
+        for first in range(0, cols0, width)
+    ]
+    seeds: list[_Result] = []
+    # fork: spawn would re-run the caller's __main__; the child only opens its own reader
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent) as pool:
+        for exported, done, skipped in pool.map(_run_band, jobs):
+            seeds.extend(exported)
+            builder.done += done
+            builder.skipped += skipped
+            builder._report()
+    builder.run(seeds=seeds)
+
+
+def _bands_apply(reader: SlideReader, spec: PyramidSpec, config: TilingConfig) -> bool:
+    """Processes pay ~1 s of start-up; worth it for large slides read by a wsi backend."""
+    cols0, rows0 = spec.grid(0)
+    return (
+        config.worker_count > 1
+        and type(reader).__module__.startswith("wsi.")
+        and Path(reader.path).exists()
+        and cols0 * rows0 >= config.process_min_tiles
+        and cols0 > 2**BAND_LEVELS
+        and spec.level_count > BAND_LEVELS + 1
+    )
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -550,6 +680,9 @@ def build_pyramid(
             logger.info("discarding a partial output built from other settings")
             sink.clear()
         partial.mkdir(exist_ok=True)
+        if marker is not None:  # a killed run may have left half-written temp files
+            for stale in partial.rglob("*.tmp-*"):
+                stale.unlink(missing_ok=True)
     resumed = marker is not None
     sink.write(BUILD_MARKER, json.dumps(params).encode())
     logger.info(
@@ -589,7 +722,10 @@ def build_pyramid(
                 sink.write(key, data)
         if partial is not None and (partial / ASSOCIATED_GROUP).is_dir():
             os.chmod(partial / ASSOCIATED_GROUP, 0o700)
-        builder.run()
+        if partial is not None and _bands_apply(reader, spec, config):
+            _run_bands(builder, reader, partial, config.worker_count)
+        else:
+            builder.run()
         sink.write(ROOT_KEY, documents[ROOT_KEY])
         sink.remove(BUILD_MARKER)
     except (SlideError, SourceReadError) as exc:

@@ -86,6 +86,7 @@ def test_kill9_leaves_nothing_then_rerun_resumes(source_file: Path, tmp_path: Pa
         got, want = resumed.read_region(level, 0, 0, w, h), clean.read_region(level, 0, 0, w, h)
         assert psnr(got, want) > 40
     assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+    assert list(out.rglob("*.tmp-*")) == []  # no half-written temp file got published
 
 
 def test_kill9_during_overwrite_keeps_old_pyramid(source_file: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import openslide
 import pytest
 
 from tests.tiling.helpers import psnr, reference_levels
+from tiling.config import TilingConfig
 from tiling.convert import build_pyramid
 from tiling.read import PyramidReader
 from wsi import open_slide
@@ -52,3 +53,18 @@ def test_real_slide_level0_and_reduced_levels(
         # JPEG's coarsely quantised chroma, and small levels fall to ~34 dB (levels >= 4).
         floor = 33.0 if name.endswith(".ndpi") and level >= 4 else 35.0
         assert psnr(pyramid.read_region(level, 0, 0, w, h), references[level]) >= floor, level
+
+
+def test_band_processes_write_the_same_bytes_as_threads(slides_dir: Path, tmp_path: Path) -> None:
+    """Column bands in worker processes (large slides) must give byte-identical chunks."""
+    trees = []
+    for name, min_tiles in (("threads.zarr", 10**9), ("bands.zarr", 0)):
+        reader = open_slide(slides_dir / "CMU-1-Small-Region.svs")
+        try:
+            build_pyramid(reader, tmp_path / name, config=TilingConfig(process_min_tiles=min_tiles))
+        finally:
+            reader.close()
+        root = tmp_path / name
+        files = [p for p in root.rglob("*") if p.is_file()]
+        trees.append({str(p.relative_to(root)): p.read_bytes() for p in files})
+    assert len(trees[0]) == 195 and trees[0] == trees[1]
