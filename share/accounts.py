@@ -94,8 +94,15 @@ class Accounts:
                 if centre not in have:
                     s.add(Centre(id=centre, name=centre.capitalize()))
 
-    def add_user(self, username: str, centre: str, role: str, password: str | None) -> Principal:
-        """Create a user; ``password=None`` makes an OIDC-only account."""
+    def add_user(
+        self,
+        username: str,
+        centre: str,
+        role: str,
+        password: str | None,
+        oidc_subject: str | None = None,
+    ) -> Principal:
+        """Create a user; ``password=None`` makes an OIDC-only account (``oidc_subject``)."""
         if not USERNAME_RE.match(username):
             raise InvalidInputError(
                 f"username {username!r}: use 2-64 of a-z 0-9 . _ - (starting alphanumeric)"
@@ -120,6 +127,7 @@ class Accounts:
                 centre_id=centre,
                 role=role_value.value,
                 password_hash=pw_hash,
+                oidc_subject=oidc_subject or None,
                 active=True,
                 created_at=now_utc(),
             )

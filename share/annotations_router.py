@@ -11,7 +11,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -85,7 +85,7 @@ class RevertBody(BaseModel):
     version: int = Field(ge=1)
 
 
-@router.get("")
+@router.get("", response_class=Response)
 def viewport(
     slide: Slide,
     me: Me,
@@ -96,10 +96,30 @@ def viewport(
     height: Annotated[float, Query(allow_inf_nan=False, gt=0, le=1e8)],
     layer: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=50_000)] = 5000,
-) -> dict[str, Any]:
+) -> Response:
     """Annotations meeting the viewport (level-0 px), from the spatial index."""
     view = store.Viewport(x, y, width, height)
-    return store.query_viewport(accounts.db, me, slide, view, layer=layer, limit=limit)
+    body = store.query_viewport(accounts.db, me, slide, view, layer=layer, limit=limit)
+    return Response(body, media_type="application/geo+json")
+
+
+@router.get("/density")
+def density(
+    slide: Slide,
+    me: Me,
+    accounts: AccountsDep,
+    x: Annotated[float, Query(allow_inf_nan=False, ge=-1e8, le=1e8)],
+    y: Annotated[float, Query(allow_inf_nan=False, ge=-1e8, le=1e8)],
+    width: Annotated[float, Query(allow_inf_nan=False, gt=0, le=1e8)],
+    height: Annotated[float, Query(allow_inf_nan=False, gt=0, le=1e8)],
+    cols: Annotated[int, Query(ge=1, le=512)] = 64,
+    rows: Annotated[int, Query(ge=1, le=512)] = 64,
+    layer: Annotated[str | None, Query(max_length=100)] = None,
+) -> dict[str, Any]:
+    """Counts per cell over the viewport: the low-zoom view of 10^5+ annotations."""
+    view = store.Viewport(x, y, width, height)
+    grid = store.density(accounts.db, me, slide, view, cols=cols, rows=rows, layer=layer)
+    return {"cols": cols, "rows": rows, "counts": grid}
 
 
 @router.post("", status_code=201)

@@ -58,6 +58,11 @@ class ShareSettings:
     annotation_max_vertices: int = 100_000
     annotation_max_features: int = 2_000_000
     import_max_bytes: int = 1 << 30
+    # OIDC (authorization code + PKCE); off unless an issuer is set.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_redirect_uri: str = ""
     public_paths: frozenset[str] = field(
         default_factory=lambda: frozenset({"/api/login", "/healthz", "/readyz", "/login"})
     )
@@ -92,4 +97,8 @@ class ShareSettings:
             login_window_s=_int(environ, "SHARE_LOGIN_WINDOW_S", 15 * 60),
             argon2_time_cost=_int(environ, "SHARE_ARGON2_TIME_COST", 3),
             argon2_memory_kib=_int(environ, "SHARE_ARGON2_MEMORY_KIB", 64 * 1024),
+            oidc_issuer=environ.get("SHARE_OIDC_ISSUER", ""),
+            oidc_client_id=environ.get("SHARE_OIDC_CLIENT_ID", ""),
+            oidc_client_secret=environ.get("SHARE_OIDC_CLIENT_SECRET", ""),
+            oidc_redirect_uri=environ.get("SHARE_OIDC_REDIRECT_URI", ""),
         )

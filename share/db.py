@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +22,7 @@ __all__ = ["Database", "open_database"]
 
 logger = logging.getLogger(__name__)
 
+_LOCK_KEY = 0x1A1_5EED  # any constant: the advisory lock id of schema migrations
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -51,13 +53,32 @@ class Database:
             yield s
 
     def upgrade(self, revision: str = "head") -> None:
-        """Apply the packaged Alembic migrations (idempotent; run at start-up and by the CLI)."""
+        """Apply the packaged Alembic migrations (idempotent; run at start-up and by the CLI).
+
+        Serialised across processes -- every uvicorn worker calls this at start-up -- by a
+        PostgreSQL advisory lock, or an flock beside the SQLite file.
+        """
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as connection:
+        with self._migration_lock(), self.engine.begin() as connection:
+            if self.dialect == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, revision)
         logger.info("database schema at %s (%s)", revision, self.dialect)
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        path = self.engine.url.database if self.dialect == "sqlite" else None
+        if not path or path == ":memory:":
+            yield
+            return
+        with open(f"{path}.migrate.lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -115,6 +115,9 @@ def federation_error_handler(request: Request, exc: Exception) -> JSONResponse:
     code = getattr(exc, "code", "federation_error")
     if status == 404:
         return JSONResponse({"error": "not_found", "detail": "not found"}, status_code=404)
+    if status >= 500:  # a peer learns that it failed, not how (no paths, no internals)
+        logger.warning("federation request failed: %s", code)
+        return JSONResponse({"error": code, "detail": "internal error"}, status_code=status)
     headers = {"WWW-Authenticate": 'Bearer realm="iain-federation"'} if status == 401 else None
     return JSONResponse({"error": code, "detail": str(exc)}, status_code=status, headers=headers)
 

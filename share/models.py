@@ -31,6 +31,7 @@ __all__ = [
     "Base",
     "Centre",
     "LoginAttempt",
+    "OidcPending",
     "Session",
     "Slide",
     "User",
@@ -167,3 +168,14 @@ class AnnotationVersion(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     op: Mapped[str] = mapped_column(String(16))
     snapshot: Mapped[str] = mapped_column(Text)
+
+
+class OidcPending(Base):
+    """An OIDC login between the redirect to the provider and its callback (single use)."""
+
+    __tablename__ = "oidc_pending"
+    state: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    next_url: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

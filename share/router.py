@@ -12,7 +12,7 @@ from importlib import resources
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from share import annotations_router, audit
@@ -20,7 +20,8 @@ from share.accounts import Accounts, SessionInfo
 from share.authz import Action, AuditScope, Decision, Principal, authorize
 from share.config import ShareSettings
 from share.db import Database, open_database
-from share.errors import ForbiddenError, SlideNotFoundError
+from share.errors import ForbiddenError, NotFoundError, SlideNotFoundError
+from share.oidc import OidcConfig, OidcLogin
 from share.web import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -80,8 +81,15 @@ def login(body: LoginBody, request: Request, accounts: AccountsDep) -> JSONRespo
     ip = _client_ip(request)
     principal = accounts.authenticate(body.username, body.password, ip)
     token, info = accounts.create_session(principal, ip)
-    secure = accounts.settings.secure_cookies or request.url.scheme == "https"
     response = JSONResponse(_me(info))
+    _set_session_cookies(response, request, accounts, token, info)
+    return response
+
+
+def _set_session_cookies(
+    response: Response, request: Request, accounts: Accounts, token: str, info: SessionInfo
+) -> None:
+    secure = accounts.settings.secure_cookies or request.url.scheme == "https"
     max_age = accounts.settings.session_absolute_s
     response.set_cookie(
         SESSION_COOKIE, token, max_age=max_age, httponly=True, samesite="lax", secure=secure
@@ -94,6 +102,34 @@ def login(body: LoginBody, request: Request, accounts: AccountsDep) -> JSONRespo
         samesite="strict",
         secure=secure,
     )
+
+
+def _oidc(request: Request) -> OidcLogin:
+    oidc: OidcLogin | None = request.app.state.oidc
+    if oidc is None:
+        raise NotFoundError("OIDC login is not configured on this server")
+    return oidc
+
+
+@router.get("/api/oidc/login", response_class=RedirectResponse, status_code=303)
+def oidc_login(
+    request: Request, next: Annotated[str, Query(max_length=500)] = "/"
+) -> RedirectResponse:
+    """Start an OIDC login (public): redirect to the identity provider."""
+    return RedirectResponse(_oidc(request).start(next), status_code=303)
+
+
+@router.get("/api/oidc/callback", response_class=RedirectResponse, status_code=303)
+def oidc_callback(
+    request: Request,
+    accounts: AccountsDep,
+    code: Annotated[str, Query(min_length=1, max_length=4096)],
+    state: Annotated[str, Query(min_length=1, max_length=128)],
+) -> RedirectResponse:
+    """The provider sends the browser back here: open a session, go to ``next``."""
+    token, info, next_url = _oidc(request).finish(code, state, _client_ip(request))
+    response = RedirectResponse(next_url, status_code=303)
+    _set_session_cookies(response, request, accounts, token, info)
     return response
 
 
@@ -190,6 +226,19 @@ def install_share(
     app.state.accounts = accounts
     app.state.share_settings = settings
     app.state.view_aggregator = views
+    app.state.oidc = (
+        OidcLogin(
+            accounts,
+            OidcConfig(
+                settings.oidc_issuer,
+                settings.oidc_client_id,
+                settings.oidc_client_secret,
+                settings.oidc_redirect_uri,
+            ),
+        )
+        if settings.oidc_issuer
+        else None
+    )
     app.state.slide_access = SlideAccess(
         accounts, views, resolve or decision_only, not_found, discover
     )

@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--json-progress", action="store_true", help="JSON lines on stdout")
+    parser.add_argument("--verbose", action="store_true", help="log progress and warnings")
     return parser
 
 
@@ -118,6 +119,11 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _where(slide: str, exc: BaseException) -> str:
+    """The slide's path as a prefix, unless the message already names the file."""
+    return "" if Path(slide).name in str(exc) else f"{slide}: "
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``argv`` starts with the subcommand name (``convert``)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -125,13 +131,15 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m tiling convert SLIDE OUT [options]", file=sys.stderr)
         return 2
     args = _parser().parse_args(args_list[1:])
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # errors end as ONE line on stderr: library warnings only with --verbose
+    level = logging.INFO if args.verbose else logging.CRITICAL
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return _convert(args)
     except (TilingError, SlideError) as exc:
-        print(f"iain convert: {args.slide}: {exc} [{exc.code}]", file=sys.stderr)
+        print(f"iain convert: {_where(args.slide, exc)}{exc} [{exc.code}]", file=sys.stderr)
     except (OSError, ValueError) as exc:
-        print(f"iain convert: {args.slide}: {exc}", file=sys.stderr)
+        print(f"iain convert: {_where(args.slide, exc)}{exc}", file=sys.stderr)
     except KeyboardInterrupt:
         print("iain convert: interrupted (re-run the same command to resume)", file=sys.stderr)
         return 130

@@ -1,12 +1,17 @@
-"""A raw ASGI fast path for DeepZoom tiles, taken before FastAPI's middleware and routing.
+"""A raw ASGI fast path for DeepZoom tiles, taken before FastAPI's routing.
 
 A tile that needs no decoding (a whole stored chunk, or a computed tile already in this
 worker's memory cache) is answered here: regex match, the same
 ``app.state.slide_access`` authorisation hook as every route, one cached or local read,
 two ASGI messages. Anything else -- errors, tiles to compute, remote stores, encoded
 paths -- returns False and the FastAPI route does the same work the slow way, so the
-behaviour is identical. FastAPI's middleware, routing and dependency injection cost
-more than the tile read itself (measured: benchmarks/RESULTS.md).
+behaviour is identical. FastAPI's routing and dependency injection cost more than the
+tile read itself (measured: benchmarks/RESULTS.md).
+
+It is an ASGI middleware added first by ``create_app``, so middleware added later (the
+accounts package's authentication) wraps it and has run when the access hook is asked.
+A slide the hook resolved is left in the scope (:data:`RESOLVED_KEY`) so the route does
+not ask twice (the hook may count views).
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ import re
 from typing import Any
 
 from starlette.requests import Request
-from starlette.types import Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tiling.errors import TilingError
 from tiling.router import IMMUTABLE, etag_matches
 from tiling.tiles import TileService
 
-__all__ = ["serve_fast_tile"]
+__all__ = ["RESOLVED_KEY", "TileFastPath", "serve_fast_tile"]
+
+RESOLVED_KEY = "iain.resolved_slide"  # scope key: (slide_id, what slide_access returned)
 
 _DZ_TILE = re.compile(
     r"/slides/([0-9a-f]{1,64})_files/(0|[1-9][0-9]{0,2})/(0|[1-9][0-9]{0,8})_(0|[1-9][0-9]{0,8})\.jpeg"
@@ -37,16 +44,14 @@ async def serve_fast_tile(state: Any, scope: Scope, send: Send) -> bool:
     match = _DZ_TILE.fullmatch(scope["path"])
     if match is None or b"%" in scope.get("raw_path", b"%"):
         return False  # not a tile, or percent-encoded tricks: the checked route decides
-    fast_session = getattr(state, "fast_session", None)
-    if fast_session is not None:  # authentication is on: only sessions checked moments ago
-        session = fast_session(scope)
-        if session is None:
-            return False  # the middleware resolves (or rejects) it on the full stack
-        scope.setdefault("state", {})["session"] = session
     try:
         ref = state.slide_access(Request(scope), match[1])
-        if ref.store.local_root is None:
-            return False  # remote reads block: leave them to the threadpool
+    except Exception:
+        return False
+    scope[RESOLVED_KEY] = (match[1], ref)
+    if ref.store.local_root is None:
+        return False  # remote reads block: leave them to the threadpool
+    try:
         tiles: TileService = state.tiles
         tile = tiles.dz_tile_cheap(ref, int(match[2]), int(match[3]), int(match[4]))
     except TilingError:
@@ -64,3 +69,15 @@ async def serve_fast_tile(state: Any, scope: Scope, send: Send) -> bool:
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": tile.data})
     return True
+
+
+class TileFastPath:
+    """ASGI middleware: :func:`serve_fast_tile`, else the wrapped application."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and await serve_fast_tile(scope["app"].state, scope, send):
+            return
+        await self.app(scope, receive, send)

@@ -24,6 +24,7 @@ from tiling.catalog import Catalog, SlideRef
 from tiling.errors import InvalidTileRequestError, PyramidNotFoundError
 from tiling.iiif import check_rest, info_json, parse_region, parse_size
 from tiling.layout import ASSOCIATED_GROUP, IAIN_ATTR
+from tiling.overlay import overlay_entries
 from tiling.tiles import Tile, TileService
 
 __all__ = [
@@ -59,6 +60,10 @@ def get_slide(request: Request, slide_id: Annotated[str, Path(max_length=64)]) -
     raw_path = bytes(request.scope.get("raw_path") or b"").lower()
     if any(trick in raw_path for trick in _ENCODED_TRICKS):
         raise InvalidTileRequestError("encoded slashes, dots or NUL in the path")
+    resolved = request.scope.get("iain.resolved_slide")  # set by tiling.fastpath
+    if resolved is not None and resolved[0] == slide_id:
+        ref: SlideRef = resolved[1]
+        return ref
     access: SlideAccess = request.app.state.slide_access
     return access(request, slide_id)
 
@@ -108,8 +113,10 @@ def list_slides(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/api/slides/{slide_id}", tags=["slides"])
-def slide_detail(ref: Slide) -> dict[str, Any]:
-    return ref.to_json()
+def slide_detail(request: Request, ref: Slide) -> dict[str, Any]:
+    """The slide's description, with its finished AI label layers as ``overlays``."""
+    reviews = getattr(request.app.state, "label_reviews", None)
+    return {**ref.to_json(), "overlays": overlay_entries(ref, reviews)}
 
 
 @router.get(

@@ -12,25 +12,25 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
 
 from share.authz import Decision
 from share.config import ShareSettings
+from share.label_reviews import install_label_reviews
 from share.router import install_share
-from share.web import cached_session_of_scope
 from share.web import install_error_handlers as install_share_error_handlers
 from tiling import errors as tiling_errors
 from tiling.cache import DiskCache, MemoryCache, TileCache
 from tiling.catalog import Catalog, SlideRef
 from tiling.errors import PyramidNotFoundError
-from tiling.fastpath import serve_fast_tile
+from tiling.fastpath import TileFastPath
+from tiling.overlay_router import router as overlay_router
 from tiling.router import allow_all
 from tiling.router import router as tiling_router
 from tiling.store import open_data_root
@@ -40,7 +40,11 @@ from viewer.errors import ConfigError, OpenSeadragonMissingError, ViewerError
 from viewer.pages import install_pages
 from wsi import errors as wsi_errors
 
-__all__ = ["ERROR_STATUS", "IainApp", "create_app", "create_app_from_env"]
+if TYPE_CHECKING:  # torch is imported only when the jobs API is on
+    from inference.config import InferenceSettings
+    from inference.jobs import JobWorker
+
+__all__ = ["ERROR_STATUS", "create_app", "create_app_from_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,17 +105,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail))
 
 
-class IainApp(FastAPI):
-    """FastAPI with the DeepZoom tile fast path in front of its middleware stack."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope["app"] = self  # as Starlette sets it: request.app for the access hook
-            if await serve_fast_tile(self.state, scope, send):
-                return
-        await super().__call__(scope, receive, send)
-
-
 def _share_resolve(request: Request, slide_id: str, decision: Decision) -> SlideRef:
     """What tile routes get from the hook once ``authorize`` allowed: the catalogue entry,
     with the (possibly identifying) name replaced by the id for pseudonymised callers."""
@@ -127,11 +120,17 @@ def _share_discover(request: Request, slide_id: str) -> str | None:
         return None
 
 
-def create_app(settings: ServerSettings, share: ShareSettings | None = None) -> FastAPI:
+def create_app(
+    settings: ServerSettings,
+    share: ShareSettings | None = None,
+    inference: InferenceSettings | None = None,
+) -> FastAPI:
     """The application; the data store is opened and scanned in the lifespan.
 
     With ``share`` (what ``create_app_from_env`` passes) every route needs a session and
     each slide goes through ``share.authz.authorize``; without it every slide is public.
+    With ``inference`` the jobs API is served (behind the same middleware and hook) and one
+    job worker per configured device runs in the lifespan.
     """
 
     @asynccontextmanager
@@ -140,15 +139,20 @@ def create_app(settings: ServerSettings, share: ShareSettings | None = None) -> 
         if share is not None:  # slides found on disk belong to the default centre until moved
             refs = app.state.catalog.slides()
             app.state.accounts.register_slides((r.id, r.name) for r in refs)
+        workers = _start_workers(app, inference) if inference is not None else []
         app.state.ready = True
         logger.info("serving %d slides", len(app.state.catalog.slides()))
         yield
         app.state.ready = False
+        for worker in workers:
+            worker.stop()
         if share is not None:  # pending slide views into the audit trail, then close the DB
             app.state.view_aggregator.flush()
             app.state.accounts.db.dispose()
 
-    app = IainApp(title="IAIN", version="0.1.0", lifespan=lifespan)
+    # FastAPI's native OpenTelemetry check runs per request; nothing here exports telemetry
+    off: Any = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(title="IAIN", version="0.1.0", lifespan=lifespan, telemetry=off)
     root = open_data_root(settings.data, settings.s3_endpoint_url or None)
     cache_path = settings.cache_path
     disk = DiskCache(cache_path, settings.disk_cache_mb << 20) if cache_path else None
@@ -185,25 +189,72 @@ def create_app(settings: ServerSettings, share: ShareSettings | None = None) -> 
         return {"status": "ok", "pyramids": count}
 
     app.include_router(tiling_router)
+    app.include_router(overlay_router)
+    if inference is not None:
+        _install_inference(app, inference)
     install_pages(app, required=False)  # GET /, /view/{id}, /static/...
+    # first middleware = innermost: authentication (install_share, below) wraps the fast
+    # path, so the access hook sees the session on every tile
+    app.add_middleware(TileFastPath)
     if share is not None:  # last: authentication must be the outermost middleware
-        accounts = install_share(
+        install_share(
             app,
             share,
             resolve=_share_resolve,
             not_found=PyramidNotFoundError,
             discover=_share_discover,
         )
+        install_label_reviews(app)
         install_share_error_handlers(app)
-        # The tile fast path runs before the middleware: it may only use a session this process
-        # checked moments ago; anything else falls through to AuthMiddleware and the routes.
-        app.state.fast_session = partial(cached_session_of_scope, accounts)
     return app
 
 
+def _install_inference(app: FastAPI, inference: InferenceSettings) -> None:
+    """Jobs API on ``/inference``; jobs name slides by catalogue id, resolved to their store."""
+    from inference.errors import HTTP_STATUS, InferenceError, StoreNotFoundError
+    from inference.jobs import JobService
+    from inference.router import router as inference_router
+
+    def resolve(slide_id: str) -> Path:
+        try:
+            ref = app.state.catalog.get(slide_id)
+        except PyramidNotFoundError as exc:
+            raise StoreNotFoundError("no such slide") from exc
+        if ref.store.local_root is None:
+            raise StoreNotFoundError("inference needs a slide on a local store")
+        return Path(ref.store.local_root)
+
+    async def inference_error(request: Request, exc: Exception) -> JSONResponse:
+        status = next((HTTP_STATUS[c] for c in type(exc).__mro__ if c in HTTP_STATUS), 500)
+        return error_response(status, str(getattr(exc, "code", "inference_error")), str(exc))
+
+    app.state.inference_jobs = JobService(inference.jobs_dir, resolve)
+    app.add_exception_handler(InferenceError, inference_error)
+    app.include_router(inference_router)
+
+
+def _start_workers(app: FastAPI, inference: InferenceSettings) -> list[JobWorker]:
+    from inference.jobs import JobWorker
+
+    service = app.state.inference_jobs
+    service.requeue_stale(inference.stale_after_s)
+    workers = [
+        JobWorker(service, device, inference.engine_options()) for device in inference.devices
+    ]
+    for worker in workers:
+        worker.start()
+    return workers
+
+
 def create_app_from_env() -> FastAPI:
-    """Factory for worker processes: settings come from ``IAIN_*`` variables."""
+    """Factory for worker processes: settings come from ``IAIN_*`` variables; the jobs API
+    is served when ``INFERENCE_JOBS_DIR`` is set."""
     import os
 
     share = None if os.environ.get("IAIN_AUTH", "1") == "0" else ShareSettings.from_env(os.environ)
-    return create_app(ServerSettings.from_env(os.environ), share)
+    inference = None
+    if os.environ.get("INFERENCE_JOBS_DIR"):
+        from inference.config import InferenceSettings
+
+        inference = InferenceSettings.from_env(os.environ)
+    return create_app(ServerSettings.from_env(os.environ), share, inference)

@@ -34,6 +34,7 @@ class ServerSettings:
     jpeg_quality: int = 85
     s3_endpoint_url: str = ""
     loop: str = "uvloop"  # "asyncio" too: uvicorn#3149 bites there, tests check the fix
+    server: str = "granian"  # or "uvicorn"; granian is ~3x faster here (benchmarks/RESULTS.md)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -46,6 +47,8 @@ class ServerSettings:
             raise ConfigError("cache sizes and refresh interval must be >= 0")
         if self.loop not in ("uvloop", "asyncio"):
             raise ConfigError(f"loop {self.loop!r} is not uvloop or asyncio")
+        if self.server not in ("granian", "uvicorn"):
+            raise ConfigError(f"server {self.server!r} is not granian or uvicorn")
         if not self.data:
             raise ConfigError("data directory or URL is empty")
 

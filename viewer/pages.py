@@ -21,6 +21,8 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.types import ASGIApp
 
 from tiling.errors import PyramidNotFoundError
 from viewer.errors import OpenSeadragonMissingError
@@ -179,7 +181,9 @@ def install_pages(
     if missing and required:
         raise OpenSeadragonMissingError(message)
     app.include_router(router)
-    app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="viewer-static")
+    # Compressed: OpenSeadragon is 348 kB as shipped, ~100 kB gzipped; on a 20 ms link that is
+    # a few round trips of TCP slow start saved before the first tile is even asked for.
+    app.mount(STATIC_URL, _gzip(StaticFiles(directory=STATIC_DIR)), name="viewer-static")
     if missing:
         logger.error("%s; the viewer pages will not work", message)
 
@@ -200,5 +204,10 @@ def install_pages(
     app.add_api_route(
         f"{OPENSEADRAGON_URL}/LICENSE.txt", openseadragon_licence, include_in_schema=False
     )
-    app.mount(OPENSEADRAGON_URL, StaticFiles(directory=build), name="openseadragon")
+    app.mount(OPENSEADRAGON_URL, _gzip(StaticFiles(directory=build)), name="openseadragon")
     logger.info("viewer pages installed, OpenSeadragon from %s", build)
+
+
+def _gzip(app: ASGIApp) -> ASGIApp:
+    """Text assets only pass through here (tiles are JPEG and never do)."""
+    return GZipMiddleware(app, minimum_size=1024)

@@ -1,7 +1,9 @@
-"""Run the app under uvicorn, one or several worker processes on one listening socket.
+"""Run the app under granian (default) or uvicorn, one or several worker processes.
 
-uvicorn#3149: with ``--workers`` the accepted sockets of the workers lose TCP_NODELAY on
-Linux, and Nagle + delayed ACK add ~40 ms to every keep-alive response. We bind the socket
+granian (a Rust HTTP server running the same ASGI app) answers tiles ~3x faster than
+uvicorn on this machine (benchmarks/RESULTS.md). Under uvicorn, uvicorn#3149: with
+``--workers`` the accepted sockets of the workers lose TCP_NODELAY on Linux, and
+Nagle + delayed ACK add ~40 ms to every keep-alive response. We bind the socket
 ourselves and set TCP_NODELAY on the listening socket, which Linux copies onto every
 accepted connection, then hand it to uvicorn's own supervisor (one process per worker,
 each building the app from ``IAIN_*`` variables: no state shared in memory).
@@ -45,9 +47,29 @@ def bind_socket(config: uvicorn.Config) -> socket.socket:
     return sock
 
 
+def run_granian(settings: ServerSettings) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    Granian(
+        "viewer.app:create_app_from_env",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        loop=Loops.uvloop if settings.loop == "uvloop" else Loops.asyncio,
+        log_access=False,  # one log line per tile would cost more than the tile
+        backlog=2048,
+    ).serve()
+
+
 def run_server(settings: ServerSettings) -> None:
     """Serve until interrupted; blocks."""
     os.environ.update(settings.to_env())  # worker processes read their settings from here
+    if settings.server == "granian":
+        run_granian(settings)
+        return
     config = uvicorn_config(settings)
     sock = bind_socket(config)
     if settings.workers == 1:

@@ -100,31 +100,41 @@ def _open_with_timeout(entry: _Entry, path: Path, timeout_s: float) -> BaseReade
     """Run a backend's constructor in a worker thread so a pathological file cannot hang us.
 
     Our own TIFF walk is bounded; this guards the libraries (OpenSlide, tifffile, pydicom). A
-    constructor that finishes after the deadline has its reader closed by the worker.
+    constructor that finishes after the deadline has its reader closed by the worker. Library
+    exceptions other than ours become :class:`CorruptSlideError` (never a bare traceback).
     """
+    lock = threading.Lock()
     result: list[BaseReader] = []
     failure: list[BaseException] = []
-    abandoned = threading.Event()
+    abandoned = False
 
     def work() -> None:
         try:
             reader = entry.factory(path)
         except BaseException as exc:  # handed to the caller below
-            failure.append(exc)
+            with lock:
+                failure.append(exc)
             return
-        if abandoned.is_set():
-            reader.close()
-        else:
-            result.append(reader)
+        with lock:
+            if not abandoned:
+                result.append(reader)
+                return
+        reader.close()
 
     worker = threading.Thread(target=work, name=f"open-{entry.name}", daemon=True)
     worker.start()
     worker.join(timeout_s)
-    if worker.is_alive():
-        abandoned.set()
-        raise ParseTimeoutError(f"{path.name}: opening took longer than {timeout_s:g} s")
+    with lock:
+        if not result and not failure:
+            abandoned = True
+            raise ParseTimeoutError(f"{path.name}: opening took longer than {timeout_s:g} s")
     if failure:
-        raise failure[0]
+        exc = failure[0]
+        if isinstance(exc, SlideError) or not isinstance(exc, Exception):
+            raise exc
+        raise CorruptSlideError(
+            f"{path.name}: {entry.name} cannot open it ({type(exc).__name__}: {exc})"
+        ) from exc
     return result[0]
 
 

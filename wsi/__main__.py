@@ -18,6 +18,8 @@ from .reader import SlideInfo, SlideReader
 
 __all__ = ["main"]
 
+logger = logging.getLogger(__name__)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iain info", description="Describe a whole-slide image.")
@@ -121,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             reader.close()
     except SlideError as exc:
         print(f"iain info: {args.slide}: {_message(args.slide, exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a library failure we did not foresee: still one line, exit 2
+        logger.debug("unexpected error", exc_info=True)
+        print(f"iain info: {args.slide}: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(info_dict(info), indent=2, ensure_ascii=False))

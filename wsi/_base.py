@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -94,7 +95,9 @@ class BaseReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._broken: str | None = None
+        self._broken: str | None = None  # an OpenSlide error: decoded reads are refused
+        self._closed = False
+        self._index_lock = threading.Lock()
         self._mpp_override: Mpp | None = None
         self.mpp_note: str | None = None  # why a declared mpp was rejected, for ``iain info``
 
@@ -168,7 +171,12 @@ class BaseReader:
                 f"{self.path.name}: associated image {name!r} declares {width} x {height} px"
             )
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UnreadableRegionError(f"{self.path.name}: reader is closed")
+
     def _check_usable(self) -> None:
+        self._check_open()
         if self._broken is not None:
             raise UnreadableRegionError(
                 f"{self.path.name}: reader unusable after an earlier error ({self._broken})"

@@ -65,8 +65,15 @@ class OpenSlideReader(BaseReader):
             raise CorruptSlideError(f"{self.path.name}: OpenSlide cannot open it ({exc})") from exc
         except openslide.OpenSlideError as exc:
             raise CorruptSlideError(f"{self.path.name}: {exc}") from exc
+        try:
+            self._describe(found.vendor)
+        except BaseException:
+            self._slide.close()  # a half-built reader must not keep the handle open
+            raise
+
+    def _describe(self, sniffed_vendor: str) -> None:
         props = self._slide.properties
-        self.vendor = props.get("openslide.vendor", found.vendor)
+        self.vendor = props.get("openslide.vendor", sniffed_vendor)
         self._dims = tuple((int(w), int(h)) for w, h in self._slide.level_dimensions)
         self._downsamples = tuple(float(d) for d in self._slide.level_downsamples)
         self._props = dict(props)
@@ -74,8 +81,11 @@ class OpenSlideReader(BaseReader):
         self._stored_ready = False
         self._fix_ycbcr = self.vendor == "dicom" and self._dicom_ycbcr()
         source = MppSource.VENDOR if self.vendor in _VENDOR_MPP else MppSource.TIFF_RESOLUTION
-        mx, my = props.get("openslide.mpp-x"), props.get("openslide.mpp-y")
-        x, y = (float(mx), float(my)) if mx and my else (None, None)
+        try:
+            x: float | None = float(props["openslide.mpp-x"])
+            y: float | None = float(props["openslide.mpp-y"])
+        except (KeyError, ValueError):
+            x = y = None
         self._mpp, self.mpp_note = plausible_mpp(x, y, source, self.path.name)
 
     def _dicom_ycbcr(self) -> bool:
@@ -171,19 +181,23 @@ class OpenSlideReader(BaseReader):
     # -- stored tiles ------------------------------------------------------------------------
     def _stored_index(self) -> TiffStoredTiles | DicomStoredTiles | None:
         if not self._stored_ready:
-            self._stored_ready = True
-            if self.vendor in _TIFF_STORED:
-                self._stored = TiffStoredTiles(self._file, self._dims)
-            elif self.vendor == "dicom":
-                self._stored = DicomStoredTiles(self._file, self._dims)
+            with self._index_lock:  # tile-server threads may ask at once: build one index
+                if not self._stored_ready:
+                    if self.vendor in _TIFF_STORED:
+                        self._stored = TiffStoredTiles(self._file, self._dims)
+                    elif self.vendor == "dicom":
+                        self._stored = DicomStoredTiles(self._file, self._dims)
+                    self._stored_ready = True
         return self._stored
 
     def stored_tiling(self, level: int) -> StoredTiling | None:
+        self._check_open()
         self._check_level(level)
         index = self._stored_index()
         return None if index is None else index.tiling(level)
 
     def read_stored_tile(self, level: int, col: int, row: int) -> bytes:
+        self._check_open()  # raw bytes do not need OpenSlide: still served after a decode error
         self._check_level(level)
         index = self._stored_index()
         if index is None:
@@ -191,6 +205,9 @@ class OpenSlideReader(BaseReader):
         return index.read(level, col, row)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._stored is not None:
             self._stored.close()
             self._stored = None

@@ -37,11 +37,12 @@ DICOM_WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 _TYPE_SIZES.update({16: 8, 17: 8, 18: 8})
 _INT_DTYPES = {1: "u1", 3: "u2", 4: "u4", 13: "u4", 16: "u8", 18: "u8"}
-# Compressions libtiff / imagecodecs decode: none, CCITT, LZW, old/new JPEG, Deflate, PackBits,
-# JPEG 2000 (Aperio 33003/33005), JPEG XL, WebP, Zstd, LERC, JPEG-XR.
+# Compressions libtiff / imagecodecs decode: none, CCITT RLE/G3/G4, LZW, old and new JPEG,
+# Deflate (8, 32946), PackBits, Aperio JPEG 2000 (33003, 33004, 33005, 33007), JPEG 2000, LERC,
+# lossy JPEG, LZMA, Zstd and WebP (old and new codes), PNG, JPEG XR, JPEG XL (50002, 52546).
 KNOWN_COMPRESSIONS = frozenset(
-    {1, 2, 3, 4, 5, 6, 7, 8, 32773, 32946, 33003, 33004, 33005, 34712, 34887, 34892, 34925}
-    | {34926, 34927, 34933, 34934, 50000, 50001, 50002, 52546, 8, 33007}
+    {1, 2, 3, 4, 5, 6, 7, 8, 32773, 32946, 33003, 33004, 33005, 33007, 34712, 34887, 34892}
+    | {34925, 34926, 34927, 34933, 34934, 50000, 50001, 50002, 52546}
 )
 
 _TAG_WIDTH, _TAG_LENGTH, _TAG_COMPRESSION, _TAG_PHOTOMETRIC = 256, 257, 259, 262

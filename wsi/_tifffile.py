@@ -91,10 +91,14 @@ class TifffileReader(BaseReader):
             (int(a.shape[self._x_axis]), int(a.shape[self._x_axis - 1])) for a in self._levels
         )
         self._page = series.keyframe
-        self._desc_meta = self._description_metadata()
-        self._mpp, self.mpp_note = self._find_mpp()
         self._stored: TiffStoredTiles | None = None
         self._file = found.file
+        try:
+            self._desc_meta = self._description_metadata()
+            self._mpp, self.mpp_note = self._find_mpp()
+        except BaseException:
+            self._tif.close()  # a half-built reader must not keep the file open
+            raise
 
     @property
     def _x_axis(self) -> int:
@@ -114,7 +118,10 @@ class TifffileReader(BaseReader):
     def _find_mpp(self) -> tuple[Mpp, str | None]:
         name = self.path.name
         if self.vendor == "aperio" and "MPP" in self._desc_meta:
-            value = float(self._desc_meta["MPP"])
+            try:
+                value = float(self._desc_meta["MPP"])
+            except (TypeError, ValueError):
+                return Mpp.missing(), f"unreadable Aperio MPP {self._desc_meta['MPP']!r}"
             return plausible_mpp(value, value, MppSource.VENDOR, name)
         if self.vendor == "ome":
             found = self._ome_mpp()
@@ -265,8 +272,11 @@ class TifffileReader(BaseReader):
 
     # -- stored tiles ------------------------------------------------------------------------
     def _stored_index(self) -> TiffStoredTiles:
+        self._check_open()
         if self._stored is None:
-            self._stored = TiffStoredTiles(self._file, self._dims)
+            with self._index_lock:  # tile-server threads may ask at once: build one index
+                if self._stored is None:
+                    self._stored = TiffStoredTiles(self._file, self._dims)
         return self._stored
 
     def stored_tiling(self, level: int) -> StoredTiling | None:
@@ -278,6 +288,9 @@ class TifffileReader(BaseReader):
         return self._stored_index().read(level, col, row)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._stored is not None:
             self._stored.close()
             self._stored = None

@@ -68,6 +68,10 @@ class StoredTiling:
 
     ``compression`` is ``"jpeg"`` when :meth:`SlideReader.read_stored_tile` returns standalone
     JPEG streams (tables merged, colour transform marked) that any decoder reads as RGB.
+    Every tile, the right and bottom edge ones included, is ``tile_width x tile_height`` as the
+    file stores it (padding past the level's edge is whatever the scanner wrote: crop it). A tile
+    the file leaves empty (byte count 0) is returned as a white JPEG of the tile size.
+    ``read_stored_tile`` is thread-safe (one ``pread`` per tile) and works after a decode error.
     """
 
     tile_width: int

@@ -174,8 +174,10 @@ def app(accounts: Accounts, settings: ShareSettings) -> FastAPI:
 class LiveServer:
     """A real uvicorn serving ``app`` on 127.0.0.1 (ephemeral port) in a thread."""
 
-    def __init__(self, app: FastAPI) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    def __init__(self, app: FastAPI, port: int = 0) -> None:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

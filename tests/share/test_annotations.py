@@ -81,6 +81,18 @@ def test_kinds_classes_viewport_and_layers(
     assert view(c, 5000, 5000, 10, 10) == []
     limited = c.get(BASE, params={"x": 0, "y": 0, "width": 1000, "height": 1000, "limit": 2})
     assert len(limited.json()["features"]) == 2 and limited.json()["truncated"] is True
+    grid = c.get(
+        f"{BASE}/density",
+        params={"x": 0, "y": 0, "width": 1000, "height": 1000, "cols": 2, "rows": 2},
+    ).json()
+    # bbox centres: point (100,100), line (200,175), rect (250,225), polygon (25,20),
+    # freehand (14.5,15) top-left; ellipse (400,400) top-left too (cells are 500 px).
+    assert grid == {"cols": 2, "rows": 2, "counts": [[6, 0], [0, 0]]}
+    grid = c.get(
+        f"{BASE}/density",
+        params={"x": 0, "y": 0, "width": 400, "height": 400, "cols": 2, "rows": 2},
+    ).json()
+    assert grid["counts"] == [[3, 1], [0, 2]]  # the ellipse (centre 400,400) clamps in
     one = c.get(f"{BASE}/{ids['point']}").json()
     assert one["geometry"] == SHAPES["point"] and one["iain"]["comment"] == "a point"
 
@@ -145,6 +157,10 @@ def test_others_annotations_read_only_other_centre_hidden(
     login(ml, "caen-ml")
     seen = ml.get(f"{BASE}/{aid}").json()
     assert seen["iain"]["comment"] == "" and seen["geometry"] == SHAPES["point"]
+    in_view = ml.get(BASE, params={"x": 0, "y": 0, "width": 500, "height": 500}).json()
+    assert [f["iain"]["comment"] for f in in_view["features"]] == [""]
+    mine = owner.get(BASE, params={"x": 0, "y": 0, "width": 500, "height": 500}).json()
+    assert [f["iain"]["comment"] for f in mine["features"]] == ["patient history note"]
     login(lille, "lille-patho")
     assert lille.get(f"{BASE}/{aid}").status_code == 404
     assert lille.get(BASE, params={"x": 0, "y": 0, "width": 9, "height": 9}).status_code == 404

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
@@ -30,7 +32,7 @@ def test_upgrade_is_idempotent_and_versioned(db_url: str) -> None:
     first.dispose()
     again = open_database(db_url)  # second start-up: nothing to do, no error
     with again.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     again.dispose()
 
 
@@ -40,3 +42,21 @@ def test_sqlite_runs_in_wal_mode(tmp_path: object) -> None:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
     db.dispose()
+
+
+def test_concurrent_start_ups_migrate_once(db_url: str) -> None:
+    """Several workers starting together on a fresh database: one migrates, none fails."""
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            open_database(db_url).dispose()
+        except BaseException as exc:  # collected for the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openslide
@@ -119,8 +120,8 @@ def test_derived_store_reads_back_with_zarr(converted_canary: Path, tmp_path: Pa
     import zarr
 
     out = derive_shared_pyramid(converted_canary, tmp_path / "shared.zarr", pseudonym=PSEUDONYM)
-    source = zarr.open_group(converted_canary, mode="r")
-    shared = zarr.open_group(out, mode="r")
+    source: Any = zarr.open_group(converted_canary, mode="r")  # zarr's unions: checked below
+    shared: Any = zarr.open_group(out, mode="r")
     assert shared["0"].shape == source["0"].shape == (3, 2967, 2220)
     assert np.array_equal(shared["0"][:, 200:700, 300:900], source["0"][:, 200:700, 300:900])
     assert shared.attrs["ome"]["multiscales"][0]["name"] == PSEUDONYM
@@ -144,6 +145,46 @@ def test_hostile_level_metadata_is_rebuilt_or_refused(canary_pyramid: Path, tmp_
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(SourcePyramidError, match=r"\(3, y, x\) uint8"):
         derive_shared_pyramid(source, tmp_path / "out2.zarr", pseudonym="H")
+
+
+def test_dicom_patient_attributes_never_leave(slides_dir: Path, tmp_path: Path) -> None:
+    """A real DICOM WSI series with planted patient attributes, through the real converter."""
+    import pydicom
+
+    from tiling.convert import build_pyramid
+    from wsi import open_slide
+
+    series = tmp_path / "CANARY-PATIENT-4711_series"
+    series.mkdir()
+    planted = {
+        "PatientName": "CANARY^PATIENT^4711",
+        "PatientID": "CANARY-PATIENT-4711",
+        "PatientBirthDate": "19700101",
+        "StudyDate": "19700101",
+        "AccessionNumber": "BC-CANARY-0042",
+        "ContainerIdentifier": "BC-CANARY-0042",
+        "InstitutionName": "Hopital-Canary",
+        "OperatorsName": "CANARY-OPERATOR-jdoe",
+    }
+    uids = set()
+    for name in ("boxes_0.dcm", "boxes_1.dcm"):
+        dataset = pydicom.dcmread(slides_dir / "boxes-dicom" / name)
+        for keyword, value in planted.items():
+            setattr(dataset, keyword, value)
+        uids |= {str(dataset.SeriesInstanceUID), str(dataset.StudyInstanceUID)}
+        dataset.save_as(series / name)
+    reader = open_slide(series / "boxes_0.dcm")
+    try:
+        build_pyramid(reader, tmp_path / "src.zarr")
+    finally:
+        reader.close()
+    source_blob = b"".join(path.read_bytes() for path in _all_files(tmp_path / "src.zarr"))
+    assert series.name.encode() in source_blob  # guard: the converter names the series
+    out = derive_shared_pyramid(tmp_path / "src.zarr", tmp_path / "out.zarr", pseudonym="D")
+    blob = b"".join(path.read_bytes() for path in _all_files(out))
+    for text in [*planted.values(), "1970", series.name, *uids]:
+        assert text.encode() not in blob, f"{text} leaked"
+    assert read_shared_pyramid_info(out).width == 16
 
 
 def test_derived_store_holds_only_levels_and_metadata(derived: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from contextlib import closing
 from pathlib import Path
@@ -54,15 +55,33 @@ def test_metadata_validates_against_ngff_05(cmu_pyramid: Path, tmp_path: Path) -
     Image.from_zarr(zarr.open_group(out, mode="r"))
 
 
-def test_cli_error_is_one_line_and_exit_2(
+def test_cli_bad_inputs_one_line_exit_2_nothing_left(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], bad_slides_dir: Path
 ) -> None:
-    for slide in [tmp_path / "missing.svs", bad_slides_dir / "empty.svs"]:
+    bad = sorted(bad_slides_dir.iterdir())
+    assert len(bad) >= 8
+    for slide in [tmp_path / "missing.svs", *bad]:
+        if slide.name.endswith(".md"):
+            continue
         out = tmp_path / "out.zarr"
-        assert main(["convert", str(slide), str(out)]) == 2
+        assert main(["convert", str(slide), str(out)]) == 2, slide.name
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and "Traceback" not in err and str(slide) in err
-        assert not out.exists()
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert slide.name in err and "[" in err  # names the file, ends with the error code
+        assert sorted(p.name for p in tmp_path.iterdir()) == [], slide.name
+
+
+def test_cli_converts_a_real_slide_with_json_progress(
+    cmu_svs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cmu.zarr"
+    assert main(["convert", str(cmu_svs), str(out), "--json-progress", "--mpp", "0.25"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[-1]["event"] == "published" and lines[-1]["done"] == lines[-1]["total"] == 182
+    iain = zarr.open_group(out, mode="r").attrs["iain"]
+    assert isinstance(iain, dict)
+    assert iain["mpp"] == {"x": 0.25, "y": 0.25, "source": "override"}
+    assert iain["backend"] == "openslide" and iain["level0"] == "copied"
 
 
 def test_cli_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -36,7 +36,7 @@ def s3_config() -> Iterator[TilingConfig]:
     options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "test", "secret": "test"}
     try:
         fs = s3fs.S3FileSystem(**options)
-        fs.mkdir("slides")
+        fs.makedirs("slides", exist_ok=True)  # moto state is per process, shared by modules
         yield TilingConfig(s3_options=options)
     finally:
         server.stop()

@@ -134,6 +134,8 @@ def create_stub_app(slides: list[StubSlide]) -> FastAPI:
         box = (x, y, min(x + TILE, image.width), min(y + TILE, image.height))
         return Response(_jpeg(image.crop(box)), media_type="image/jpeg")
 
+    # The pages ask the same access hook as the real app's tiles; the stub shows everything.
+    app.state.slide_access = lambda request, slide_id: get(slide_id)
     install_pages(app)
     return app
 

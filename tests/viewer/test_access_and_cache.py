@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi import Request
 from fastapi.testclient import TestClient
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.viewer.conftest import make_settings
 from tests.viewer.pyramids import synthetic_rgb, write_pyramid
@@ -105,3 +106,39 @@ def test_stored_chunks_come_from_memory_after_the_first_read(tmp_path: Path) -> 
         first = client.get(url).content
         (tmp_path / "data" / "one.zarr" / chunk_key(0, 1, 1)).unlink()
         assert client.get(url).content == first
+
+
+def test_authentication_middleware_runs_before_the_fast_path(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """Middleware added after create_app (accounts' authentication) wraps the tile fast path;
+    the hook is asked exactly once per tile, on the fast and on the slow path alike."""
+    app = create_app(make_settings(data_dir, tmp_path / "cache"))
+    calls: list[str] = []
+
+    def needs_user(request: Request, slide_id: str) -> SlideRef:
+        calls.append(getattr(request.state, "user", "anonymous"))
+        if getattr(request.state, "user", None) != "reader":
+            raise PyramidNotFoundError("no such slide")
+        return allow_all(request, slide_id)
+
+    async def authenticate(scope: Scope, receive: Receive, send: Send, inner: ASGIApp) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["user"] = "reader"
+        await inner(scope, receive, send)
+
+    class Auth:
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await authenticate(scope, receive, send, self.app)
+
+    app.state.slide_access = needs_user
+    app.add_middleware(Auth)
+    with TestClient(app) as client:
+        slide = next(r.id for r in app.state.catalog.slides() if r.name == "alpha")
+        for tile in ("0_0", "3_2"):  # a stored chunk (fast path), an edge tile (route)
+            calls.clear()
+            assert client.get(f"/slides/{slide}_files/10/{tile}.jpeg").status_code == 200
+            assert calls == ["reader"]

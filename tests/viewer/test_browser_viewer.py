@@ -269,9 +269,9 @@ def test_slide_without_overlay_hides_the_slot(
 
 
 def test_unknown_slide_shows_a_message(page: Page, viewer_server: LiveServer) -> None:
-    page.goto(f"{viewer_server.url}/view/no-such-slide")
-    page.wait_for_function("document.body.dataset.state === 'error'")
-    assert page.locator("#error").inner_text() == "No such slide."
+    response = page.goto(f"{viewer_server.url}/view/no-such-slide")
+    assert response is not None and response.status == 404
+    assert page.locator(".error").inner_text() == "No such slide."
 
 
 def test_slide_list_shows_cards_with_thumbnails(

@@ -49,6 +49,8 @@ def test_openseadragon_is_served_from_node_modules_with_its_licence(
     js = httpx.get(f"{viewer_server.url}/static/vendor/openseadragon/openseadragon.min.js")
     assert js.status_code == 200
     assert b"OpenSeadragon" in js.content[:2000]
+    assert js.headers["content-encoding"] == "gzip"  # 348 kB as shipped
+    assert js.num_bytes_downloaded < len(js.content) / 2
     licence = httpx.get(f"{viewer_server.url}/static/vendor/openseadragon/LICENSE.txt")
     assert licence.status_code == 200
     assert "Redistribution and use in source and binary forms" in licence.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,11 +27,13 @@ def s3_client(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             env.setenv(name, "testing")
         env.setenv("AWS_DEFAULT_REGION", "us-east-1")
         fs = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True)
-        fs.mkdir("slides")
+        # moto's backend is per process: another test module may own a bucket "slides" already
+        bucket = f"viewer-{uuid.uuid4().hex[:12]}"
+        fs.mkdir(bucket)
         for name in ("alpha.zarr", "sparse.zarr"):
-            fs.put(str(data_dir / name), f"slides/pyramids/{name}", recursive=True)
+            fs.put(str(data_dir / name), f"{bucket}/pyramids/{name}", recursive=True)
         settings = make_settings(
-            "s3://slides/pyramids",
+            f"s3://{bucket}/pyramids",
             tmp_path_factory.mktemp("s3-cache"),
             s3_endpoint_url=endpoint,
         )

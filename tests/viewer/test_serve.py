@@ -17,8 +17,10 @@ from tests.viewer.conftest import free_port, wait_ready
 from viewer.__main__ import main
 
 
-@pytest.fixture(scope="module")
-def two_workers(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture(scope="module", params=["uvicorn", "granian"])
+def two_workers(
+    request: pytest.FixtureRequest, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     port = free_port()
     cache = tmp_path_factory.mktemp("serve-cache")
     log = (cache / "server.log").open("wb")
@@ -39,7 +41,7 @@ def two_workers(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         ],
         # asyncio's loop is where uvicorn#3149 bites (uvloop sets TCP_NODELAY itself)
         # IAIN_AUTH=0: this measures serving; sessions are tested in tests/share/test_app.py
-        env={**os.environ, "IAIN_LOOP": "asyncio", "IAIN_AUTH": "0"},
+        env={**os.environ, "IAIN_LOOP": "asyncio", "IAIN_AUTH": "0", "IAIN_SERVER": request.param},
         stdout=subprocess.DEVNULL,
         stderr=log,
         start_new_session=True,

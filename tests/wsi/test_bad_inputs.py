@@ -241,3 +241,23 @@ def test_mirax_folder_resolves_to_its_index(tmp_path: Path) -> None:
     # OpenSlide takes the pair as MIRAX, then finds the stub's Slidedat.ini incomplete
     with pytest.raises(CorruptSlideError, match="SLIDE_ID"):
         wsi.open_slide(tmp_path / "slide")
+
+
+@pytest.mark.parametrize("backend", ["openslide", "tifffile"])
+def test_closed_reader_refuses_reads(slides_dir: Path, backend: str) -> None:
+    reader = wsi.open_slide(slides_dir / "small.svs", backend=backend)
+    reader.close()
+    reader.close()  # idempotent
+    for call in (
+        lambda: reader.read_region((0, 0), 0, (4, 4)),
+        lambda: reader.read_stored_tile(0, 0, 0),
+    ):
+        with pytest.raises(UnreadableRegionError, match="closed"):
+            call()
+
+
+def test_raw_tiles_survive_an_openslide_decode_error(bad_slides_dir: Path) -> None:
+    with wsi.open_slide(bad_slides_dir / "unreadable.svs") as reader:
+        with pytest.raises(UnreadableRegionError):
+            reader.read_region((0, 0), 0, (16, 16))
+        assert reader.read_stored_tile(0, 0, 0).startswith(b"\xff\xd8")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar
 
@@ -180,7 +181,27 @@ class SlideReaderConformance:
             with pytest.raises(InvalidRegionError):
                 reader.read_stored_tile(level, tiling.columns, 0)
 
+    def test_concurrent_reads_match_sequential(self, reader: SlideReader) -> None:
+        """The tile server reads one handle from many threads."""
+        w, h = reader.level_dimensions[0]
+        spots = [((i * 131) % max(w - 64, 1), (i * 71) % max(h - 64, 1)) for i in range(24)]
+        expected = [reader.read_region(spot, 0, (64, 64)) for spot in spots]
+        tiling = reader.stored_tiling(0)
+        cells = (
+            []
+            if tiling is None
+            else [(c, r) for r in range(tiling.rows) for c in range(tiling.columns)]
+        )
+        raw = [reader.read_stored_tile(0, c, r) for c, r in cells]
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda spot: reader.read_region(spot, 0, (64, 64)), spots * 2))
+            got_raw = list(pool.map(lambda cell: reader.read_stored_tile(0, *cell), cells))
+        for a, b in zip(got, expected * 2, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert got_raw == raw
+
     def test_describe(self, reader: SlideReader) -> None:
+        assert isinstance(reader, SlideReader)  # the runtime-checkable protocol
         info = wsi.describe(reader)
         assert info.level_dimensions == reader.level_dimensions
         assert info.mpp == reader.mpp and info.vendor == self.vendor

@@ -144,3 +144,21 @@ class TestArraySlide:
         with wsi.open_slide(png, backend="image") as reader:
             assert reader.level_dimensions == ((574, 768),)
             assert reader.read_region((0, 0), 0, (8, 8)).shape == (8, 8, 3)
+
+
+def test_empty_stored_tile_is_a_white_jpeg(tmp_path: Path) -> None:
+    """Scanners leave tiles outside the scanned area empty (byte count 0)."""
+    path = tmp_path / "sparse.tif"
+    tifffile.imwrite(
+        path, gradient(2 * TILE, 2 * TILE), tile=(TILE, TILE), photometric="rgb", compression="jpeg"
+    )
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        tag = tif.pages.first.tags["TileByteCounts"]
+        counts = list(tag.value)
+        counts[3] = 0
+        tag.overwrite(counts)
+    with wsi.open_slide(path, backend="tifffile") as reader:
+        white = np.asarray(Image.open(io.BytesIO(reader.read_stored_tile(0, 1, 1))).convert("RGB"))
+        assert white.shape == (TILE, TILE, 3) and white.min() >= 250
+        first = np.asarray(Image.open(io.BytesIO(reader.read_stored_tile(0, 0, 0))).convert("RGB"))
+        assert psnr(first, reader.read_region((0, 0), 0, (TILE, TILE))) >= 45
