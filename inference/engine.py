@@ -274,6 +274,7 @@ class RunResult:
     patches_skipped: int
     seconds: float
     features: int
+    already_complete: bool = False  # a previous run finished: nothing was recomputed
 
     @property
     def skipped_share(self) -> float:
@@ -355,7 +356,7 @@ class Engine:
             logger.info("%s: labels %s already complete", pyramid.root.name, self.spec.name)
             return RunResult(
                 writer.group_dir, writer.group_dir.with_suffix(".geojson"), plan.level,
-                plan.scale, len(units), len(units), 0, 0, 0.0, -1,
+                plan.scale, len(units), len(units), 0, 0, 0.0, 0, already_complete=True,
             )  # fmt: skip
         wanted = set(only_units) if only_units is not None else None
         todo = [u for u in units if u.index not in done and (wanted is None or u.index in wanted)]
