@@ -89,6 +89,9 @@ def _infer(args: argparse.Namespace) -> int:
     with Engine(model, spec, device, options) as engine:
         for store in args.stores:
             result = engine.run(store, progress=_Bar(store.name, not args.quiet))
+            if result.already_complete:
+                print(f"{store.name}: labels {result.labels_dir} already complete")
+                continue
             print(
                 f"{store.name}: labels {result.labels_dir} outlines {result.geojson} "
                 f"({result.features} polygons); {result.patches_run} tiles run, "

@@ -237,15 +237,12 @@ def blend_ramp(
 
 @dataclass(frozen=True, slots=True)
 class _Patch:
-    """A patch in its unit's window: offset (x, y) of its input, and its 1-D blend weights."""
+    """A patch in its unit's window: offset (x, y) of its input, and its (tile, tile) blend
+    weights (shared between patches of the same shape)."""
 
     x: int
     y: int
-    weight_x: torch.Tensor
-    weight_y: torch.Tensor
-
-    def weight(self) -> torch.Tensor:
-        return self.weight_y[:, None] * self.weight_x[None, :]
+    weight: torch.Tensor
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +274,7 @@ class RunResult:
     patches_skipped: int
     seconds: float
     features: int
+    already_complete: bool = False  # a previous run finished: nothing was recomputed
 
     @property
     def skipped_share(self) -> float:
@@ -322,6 +320,7 @@ class Engine:
         self._mean = torch.tensor(spec.mean, device=self.device).view(3, 1, 1) * 255
         self._std = torch.tensor(spec.std, device=self.device).view(3, 1, 1) * 255
         self._ramps: dict[tuple[int, bool, bool], torch.Tensor] = {}
+        self._weights: dict[tuple[int, bool, bool, int, bool, bool], torch.Tensor] = {}
         self._pool = ThreadPoolExecutor(self.options.decode_threads, thread_name_prefix="decode")
 
     def close(self) -> None:
@@ -357,7 +356,7 @@ class Engine:
             logger.info("%s: labels %s already complete", pyramid.root.name, self.spec.name)
             return RunResult(
                 writer.group_dir, writer.group_dir.with_suffix(".geojson"), plan.level,
-                plan.scale, len(units), len(units), 0, 0, 0.0, -1,
+                plan.scale, len(units), len(units), 0, 0, 0.0, 0, already_complete=True,
             )  # fmt: skip
         wanted = set(only_units) if only_units is not None else None
         todo = [u for u in units if u.index not in done and (wanted is None or u.index in wanted)]
@@ -497,6 +496,17 @@ class Engine:
             self._ramps[key] = torch.from_numpy(ramp).to(self.device)
         return self._ramps[key]
 
+    def patch_weight(
+        self, core_x: int, first_x: bool, last_x: bool, core_y: int, first_y: bool, last_y: bool
+    ) -> torch.Tensor:
+        """Cached 2-D blend weights: a handful of distinct shapes per slide."""
+        key = (core_x, first_x, last_x, core_y, first_y, last_y)
+        if key not in self._weights:
+            ramp_x = self.ramp(core_x, first_x, last_x)
+            ramp_y = self.ramp(core_y, first_y, last_y)
+            self._weights[key] = ramp_y[:, None] * ramp_x[None, :]
+        return self._weights[key]
+
     def _produce(
         self, pyramid: SlidePyramid, plan: Plan, units: list[Unit],
         tissue: npt.NDArray[np.bool_] | None, tissue_scale: float,
@@ -514,13 +524,12 @@ class Engine:
             origin = (mx0 - pad, my0 - pad)
             patches, glass = [], []
             for j, (cy, ch) in enumerate(rows):
-                weight_y = self.ramp(ch, j == 0, j == len(rows) - 1)
                 for i, (cx, cw) in enumerate(cols):
+                    weight = self.patch_weight(
+                        cw, i == 0, i == len(cols) - 1, ch, j == 0, j == len(rows) - 1
+                    )
                     patch = _Patch(
-                        cx - (tile - cw) // 2 - origin[0],
-                        cy - (tile - ch) // 2 - origin[1],
-                        self.ramp(cw, i == 0, i == len(cols) - 1),
-                        weight_y,
+                        cx - (tile - cw) // 2 - origin[0], cy - (tile - ch) // 2 - origin[1], weight
                     )
                     # glass where the patch has any weight: a skipped patch never blends its
                     # certain background into a neighbour's tissue
@@ -545,7 +554,7 @@ class Engine:
     def normalise(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, H, W) on the device -> the model's normalised float input. Windows stay
         uint8 until here: a quarter of the memory per unit in flight."""
-        return (batch.float() - self._mean) / self._std
+        return batch.float().sub_(self._mean).div_(self._std)  # in place: one allocation
 
     # ------------------------------------------------------------------ the loop
     def _process(
@@ -660,7 +669,7 @@ class Engine:
         work.wsum = torch.zeros((height, width), device=self.device)
         tile = plan.tile
         for patch in work.glass:
-            weight = patch.weight()
+            weight = patch.weight
             work.acc[0, patch.y : patch.y + tile, patch.x : patch.x + tile] += weight
             work.wsum[patch.y : patch.y + tile, patch.x : patch.x + tile] += weight
 
@@ -687,8 +696,8 @@ class Engine:
         probs = self.forward_probs(self.normalise(inputs))
         for (work, patch), prob in zip(take, probs, strict=True):
             assert work.acc is not None and work.wsum is not None
-            weight = patch.weight()
-            work.acc[:, patch.y : patch.y + tile, patch.x : patch.x + tile] += prob * weight
+            weight = patch.weight
+            work.acc[:, patch.y : patch.y + tile, patch.x : patch.x + tile].addcmul_(prob, weight)
             work.wsum[patch.y : patch.y + tile, patch.x : patch.x + tile] += weight
             work.pending -= 1
             if work.pending == 0:

@@ -71,6 +71,9 @@ def test_infer_without_mpp_exits_2_with_one_line(
     assert len(err.splitlines()) == 1 and "missing_mpp" in err and "--mpp" in err
     assert main(["infer", str(store), "--model", TOY, "--mpp", "0.5", "--quiet"]) == 0
     assert (store / "labels" / "toy.geojson").exists()
+    capsys.readouterr()
+    assert main(["infer", str(store), "--model", TOY, "--mpp", "0.5", "--quiet"]) == 0
+    assert "already complete" in capsys.readouterr().out  # a finished slide is not redone
 
 
 @pytest.mark.parametrize(
