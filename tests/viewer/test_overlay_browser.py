@@ -62,6 +62,8 @@ def test_label_overlay_outlines_and_badge(
     page: Page, labelled_server: tuple[str, str], artifacts: Path
 ) -> None:
     url, slide_id = labelled_server
+    tile_urls: list[str] = []
+    page.on("request", lambda r: tile_urls.append(r.url) if "/labels/toy_files/" in r.url else None)
     open_viewer(page, f"{url}/view/{slide_id}")
     page.wait_for_function("iain.overlay !== null")
     page.wait_for_function("Number(document.body.dataset.outlines) > 0")
@@ -70,6 +72,8 @@ def test_label_overlay_outlines_and_badge(
     assert badge.is_visible() and badge.inner_text() == "AI output — pending validation"
     assert page.locator("#ai-badge").inner_text() == "AI output — pending validation"
     assert page.locator("#overlay-select option").all_inner_texts() == ["toy"]
+
+    assert tile_urls and all("?v=" in u for u in tile_urls)  # versioned, so immutable is safe
 
     # outlines: one path per region, in the class colour, over the tumour square on screen
     paths = page.locator("#ai-outlines path")
