@@ -72,6 +72,7 @@ def test_label_overlay_outlines_and_badge(
     assert badge.is_visible() and badge.inner_text() == "AI output — pending validation"
     assert page.locator("#ai-badge").inner_text() == "AI output — pending validation"
     assert page.locator("#overlay-select option").all_inner_texts() == ["toy"]
+    assert not page.locator("#ai-review").is_visible()  # no accounts: nobody to review
 
     assert tile_urls and all("?v=" in u for u in tile_urls)  # versioned, so immutable is safe
 

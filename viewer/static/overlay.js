@@ -150,6 +150,7 @@
     state.spec = spec;
     ensureUi();
     showStatus(spec);
+    $("ai-review").style.display = spec.review_url ? "" : "none";
     ensureSvg(viewer);
     $("overlay-on").removeEventListener("change", toggle);
     $("overlay-on").addEventListener("change", toggle);
