@@ -112,3 +112,47 @@ def test_label_overlay_outlines_and_badge(
     # the checkbox hides the tiles and the outlines together
     page.locator("#overlay-on").uncheck()
     assert not page.locator("#ai-outlines").is_visible()
+
+
+@pytest.fixture(scope="module")
+def accounts_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The same labelled slide behind accounts: a pathologist of its centre may review."""
+    from share.config import ShareSettings
+    from tests.share.conftest import LiveServer as ShareLiveServer
+
+    data = tmp_path_factory.mktemp("overlay-accounts-data")
+    pixels = synthetic_rgb(800, 600, seed=8)
+    geometry = write_pyramid(data / "labelled.zarr", pixels, tile=256)
+    write_labels(data / "labelled.zarr", geometry, regions_mask(800, 600))
+    tmp = tmp_path_factory.mktemp("overlay-accounts")
+    share = ShareSettings(
+        data_dir=tmp,
+        database_url=f"sqlite:///{tmp / 'iain.db'}",
+        argon2_time_cost=1,
+        argon2_memory_kib=1024,
+    )
+    app = create_app(make_settings(data, tmp / "cache"), share)
+    with ShareLiveServer(app) as url:
+        ((ref, _),) = app.state.accounts.slides()
+        app.state.accounts.add_user("caen-patho", ref.centre, "pathologist", "caen-patho-pw")
+        yield url, ref.slide_id
+
+
+def test_pathologist_accepts_the_layer_from_the_viewer(
+    page: Page, accounts_server: tuple[str, str], artifacts: Path
+) -> None:
+    url, slide_id = accounts_server
+    login = page.request.post(
+        f"{url}/api/login", data={"username": "caen-patho", "password": "caen-patho-pw"}
+    )
+    assert login.ok
+    open_viewer(page, f"{url}/view/{slide_id}")
+    page.wait_for_function("Number(document.body.dataset.outlines) > 0")
+    assert page.locator("#ai-badge").inner_text() == "AI output — pending validation"
+    page.locator("#ai-review button[data-decision='accept']").click()
+    page.wait_for_function("document.getElementById('ai-badge').dataset.status === 'accepted'")
+    assert page.locator("#ai-badge-image").inner_text() == "AI output — accepted by caen-patho"
+    page.screenshot(path=str(artifacts / "overlay-accepted-page.png"))
+    # the server holds the decision: a fresh load shows it too
+    open_viewer(page, f"{url}/view/{slide_id}")
+    page.wait_for_function("document.getElementById('ai-badge')?.dataset.status === 'accepted'")
