@@ -201,9 +201,12 @@ def overlay_entries(ref: SlideRef, reviews: Any = None) -> list[dict[str, Any]]:
         out.append(
             {
                 "name": name,
-                "dzi_url": f"{base}.dzi",
+                # OpenSeadragon appends the descriptor's query to every tile URL: a re-run
+                # with other parameters gets new URLs, so ``immutable`` stays true
+                "dzi_url": f"{base}.dzi?v={layer.version_key}",
                 "outlines_url": f"/api/slides/{ref.id}/labels/{name}/outlines",
-                "review_url": f"/api/slides/{ref.id}/labels/{name}/review",
+                # reviews need accounts (who reviewed): no route without them
+                "review_url": f"/api/slides/{ref.id}/labels/{name}/review" if reviews else None,
                 "opacity": DEFAULT_OPACITY,
                 "ai_generated": True,
                 "status": status,

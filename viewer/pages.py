@@ -155,7 +155,11 @@ def viewer_page(request: Request, slide_id: str) -> HTMLResponse:
 <p id="error" class="error" hidden></p>
 <script id="viewer-config" type="application/json">{config}</script>
 </body>"""
-    scripts = (f"{OPENSEADRAGON_URL}/openseadragon.min.js", f"{STATIC_URL}/viewer.js")
+    scripts = (
+        f"{OPENSEADRAGON_URL}/openseadragon.min.js",
+        f"{STATIC_URL}/overlay.js",  # listens for the overlay viewer.js opens: load it first
+        f"{STATIC_URL}/viewer.js",
+    )
     return HTMLResponse(_page(f"IAIN — {slide_id}", body, scripts))
 
 

@@ -103,6 +103,7 @@ def test_job_on_a_slide_becomes_an_overlay_and_is_reviewed(real_app: App) -> Non
 
         (overlay,) = patho.get(f"/api/slides/{sid}").json()["overlays"]
         assert overlay["status"] == "pending validation"
+        assert overlay["review_url"] == f"/api/slides/{sid}/labels/toy/review"
         # DeepZoom 11 = stored level 0; tile (1, 0) holds the tumour square's top-left part
         tile = patho.get(f"/slides/{sid}/labels/toy_files/11/1_0.png")
         assert tile.status_code == 200

@@ -34,7 +34,7 @@ def test_slide_list_describes_each_valid_pyramid(client: TestClient) -> None:
         assert len(slide["id"]) == 24 and "zarr" not in slide["id"]
         assert "/" not in slide["id"] and "alpha" not in slide["id"]
         detail = client.get(f"/api/slides/{slide['id']}").json()
-        assert detail.pop("overlays") == []  # the detail adds the AI label layers, none here
+        assert detail.pop("overlays") == []  # the detail adds AI label layers (none here)
         assert detail == slide
 
 

@@ -397,7 +397,11 @@
         tileSource: spec.dzi_url || spec.url,
         x: bounds.x, y: bounds.y, width: bounds.width,
         opacity: opacity(),
-        success: (e) => { iain.overlay = e.item; },
+        success: (e) => {
+          iain.overlay = e.item;
+          // overlay.js draws the layer's outlines and its validation badge
+          document.dispatchEvent(new CustomEvent("iain:overlay", { detail: spec }));
+        },
         error: () => showError(`Overlay "${spec.name || index}" could not be opened.`),
       });
     };
