@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from share import annotations_router, audit
+from share import annotations_router, audit, opinions_router
 from share.accounts import Accounts, SessionInfo
 from share.authz import Action, AuditScope, Decision, Principal, authorize
 from share.config import ShareSettings
@@ -246,4 +246,5 @@ def install_share(
     app.include_router(router)
     app.include_router(annotations_router.router)
     app.include_router(annotations_router.classes_router)
+    opinions_router.install_opinions(app, accounts)
     return accounts

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("inference", "run a model over plain images"),
     "user": ("share", "manage user accounts"),
     "audit": ("share", "verify or export the audit trail"),
+    "opinions": ("share", "second-opinion requests: remind consultants of overdue ones"),
 }
 
 
