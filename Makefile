@@ -7,7 +7,7 @@ export IAIN_SAMPLE_SLIDES ?= $(abspath ../shared/slides)
 DATA ?= data
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck pytest clean
+.PHONY: install demo test lint typecheck pytest bench-deps clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,11 @@ pytest: install
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
 test: lint typecheck pytest
+
+# Peers the benchmarks run beside IAIN: libvips 8.18 (pyvips wheel), Debian's vips 8.14, nginx, wrk.
+bench-deps: install
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	command -v vips && command -v nginx && command -v wrk || (apt-get update && apt-get install -y libvips-tools nginx wrk)
 
 clean:
 	rm -rf $(VENV) node_modules $(DATA) .mypy_cache .ruff_cache

@@ -121,8 +121,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=10) as response:
+def get(url: str, cookie: str = "") -> bytes:
+    request = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
+    with urllib.request.urlopen(request, timeout=10) as response:
         return bytes(response.read())
 
 
@@ -193,7 +194,9 @@ def _ms(text: str) -> float:
     return float(value) * _UNIT[unit]
 
 
-def wrk(base: str, paths: Path, threads: int, connections: int, seconds: int) -> dict[str, float]:
+def wrk(
+    base: str, paths: Path, threads: int, connections: int, seconds: int, cookie: str = ""
+) -> dict[str, float]:
     lua = str(HERE / "random_urls.lua")
     cmd = [
         "wrk",
@@ -201,6 +204,7 @@ def wrk(base: str, paths: Path, threads: int, connections: int, seconds: int) ->
         f"-c{connections}",
         f"-d{seconds}s",
         "--latency",
+        *(["-H", f"Cookie: {cookie}"] if cookie else []),
         "-s",
         lua,
         base,
@@ -227,15 +231,45 @@ class Target:
     label: str
     base: str
     paths: Path
+    cookie: str = ""  # a logged-in session: authorisation is checked on every tile
     rows: list[dict[str, float]] = field(default_factory=list)
 
 
 def check_and_warm(target: Target, urls: list[str]) -> None:
     target.paths.write_text("".join(u + "\n" for u in urls))
     for url in urls[:3]:  # every server answers a real JPEG of a tissue tile
-        pixels = imagecodecs.jpeg8_decode(get(target.base + url))
+        pixels = imagecodecs.jpeg8_decode(get(target.base + url, target.cookie))
         assert pixels.shape == (TILE, TILE, 3) and pixels.mean() < 225, (target.key, url)
-    wrk(target.base, target.paths, 2, 16, 3)
+    wrk(target.base, target.paths, 2, 16, 3, target.cookie)
+
+
+def demo_login(base: str) -> str:
+    """Log in as the first demo account that sees a slide; returns its session cookie."""
+    from share.demo import DEMO_ACCOUNTS
+
+    for account in DEMO_ACCOUNTS:
+        body = json.dumps({"username": account.username, "password": account.password})
+        request = urllib.request.Request(
+            base + "/api/login", body.encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            cookies = response.headers.get_all("Set-Cookie") or []
+        cookie = "; ".join(c.split(";", 1)[0] for c in cookies)
+        if json.loads(get(base + "/api/slides", cookie)):
+            return cookie
+    raise RuntimeError("no demo account sees the benchmark slide")
+
+
+def prepare_accounts(data: Path, env: dict[str, str]) -> None:
+    """The demo accounts and slide assignment of ``iain demo``, in a temporary database."""
+    from share.config import ShareSettings
+    from share.demo import prepare_demo
+    from tiling.catalog import Catalog
+    from tiling.store import open_data_root
+
+    catalog = Catalog(open_data_root(str(data)))
+    catalog.refresh()
+    prepare_demo(ShareSettings.from_env(env), [(r.id, r.name) for r in catalog.slides()])
 
 
 def start_all(
@@ -249,7 +283,16 @@ def start_all(
 ) -> list[Target]:
     """Start every server (idle ones cost nothing), check and warm each."""
     targets: list[Target] = []
-    for key, http_server in (("iain", "granian"), ("iain-uvicorn", "uvicorn")):
+    share_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="iain-share-")))
+    share_env = {"SHARE_DATA_DIR": str(share_dir), "IAIN_DATA": str(data)}
+    if enabled("iain") or enabled("iain-uvicorn"):
+        prepare_accounts(data, share_env)
+    variants = (
+        ("iain", "granian", True),
+        ("iain-noauth", "granian", False),
+        ("iain-uvicorn", "uvicorn", True),
+    )
+    for key, http_server, auth in variants:
         if not enabled(key):
             continue
         port = free_port()
@@ -269,11 +312,13 @@ def start_all(
             cache,
         ]
         base = f"http://127.0.0.1:{port}"
-        stack.enter_context(server(cmd, base + "/healthz", env={"IAIN_SERVER": http_server}))
-        (slide_json,) = json.loads(get(base + "/api/slides"))
+        env = {**share_env, "IAIN_SERVER": http_server, "IAIN_AUTH": "1" if auth else "0"}
+        stack.enter_context(server(cmd, base + "/healthz", env=env))
+        cookie = demo_login(base) if auth else ""
+        (slide_json,) = json.loads(get(base + "/api/slides", cookie))
         urls = [f"/slides/{slide_json['id']}_files/{DZ_MAX}/{c}_{r}.jpeg" for c, r in order]
-        label = f"IAIN {http_server} ({workers} workers)"
-        targets.append(Target(key, label, base, OUT / f"urls-{key}.txt"))
+        label = f"IAIN {http_server}" + (" +auth" if auth else " no auth")
+        targets.append(Target(key, label, base, OUT / f"urls-{key}.txt", cookie))
         check_and_warm(targets[-1], urls)
     if enabled("nginx"):
         port = free_port()
@@ -345,7 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         # shared cores hits neighbouring cells, not one server's whole row
         for threads, connections in CONCURRENCY:
             for target in targets:
-                result = wrk(target.base, target.paths, threads, connections, args.duration)
+                result = wrk(
+                    target.base, target.paths, threads, connections, args.duration, target.cookie
+                )
                 result["c"] = connections
                 target.rows.append(result)
                 print(
@@ -359,8 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {t.key: t.rows for t in targets}
     (OUT / "serve.json").write_text(json.dumps(results, indent=2))
     if "iain" in results:
-        print("\nratios at each concurrency (IAIN granian / peer req/s):")
-        for peer in ("iain-uvicorn", "nginx", "stored", "deepzoom"):
+        print("\nratios at each concurrency (IAIN granian +auth / peer req/s):")
+        for peer in ("iain-noauth", "iain-uvicorn", "nginx", "stored", "deepzoom"):
             if peer not in results:
                 continue
             pairs = zip(results["iain"], results[peer], strict=True)

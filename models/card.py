@@ -94,7 +94,11 @@ class ModelCard:
         data = asdict(self)
         data["directory"] = str(self.directory)
         data["sha256"] = self.weights_sha256
-        data["quality"] = dict(data["quality"], baselines=dict(self.quality.baselines))
+        data["quality"] = dict(
+            data["quality"],
+            baselines=dict(self.quality.baselines),
+            dice={"epithelium": self.quality.dice_epithelium, "tumour": self.quality.dice_tumour},
+        )
         data["architecture_args"] = dict(self.architecture_args)
         data["classes"] = [asdict(c) for c in self.classes]
         data["mean"], data["std"], data["limits"] = (

@@ -467,9 +467,10 @@ def query_viewport(
     *,
     layer: str | None = None,
     limit: int = 5000,
-) -> dict[str, Any]:
-    """Annotations whose bbox meets the viewport, through the spatial index; at most ``limit``
-    (``truncated`` says more exist: the viewer then asks for the density raster)."""
+) -> str:
+    """Annotations whose bbox meets the viewport, through the spatial index, as GeoJSON text;
+    at most ``limit`` (``truncated`` says more exist: the viewer then asks for the density
+    raster)."""
     pseudo = _check(p, Action.ANNOTATION_READ, slide, -1)
     x0, y0, x1, y1 = view.x, view.y, view.x + view.width, view.y + view.height
     params: dict[str, Any] = {
@@ -502,8 +503,50 @@ def query_viewport(
         )
     with db.engine.connect() as conn:
         rows = conn.execute(text(sql + layer_sql + " LIMIT :n"), params).all()
-    features = [_feature(r, r.owner, pseudonymised=pseudo, export=False) for r in rows[:limit]]
-    return {"type": "FeatureCollection", "features": features, "truncated": len(rows) > limit}
+    truncated = len(rows) > limit
+    if pseudo:
+        features = [_feature(r, r.owner, pseudonymised=True, export=False) for r in rows[:limit]]
+        return _dumps({"type": "FeatureCollection", "features": features, "truncated": truncated})
+    # Stored geometry and properties are JSON text already: splice them instead of parsing
+    # and re-encoding (the viewport answer is the hot path of a pan at 10^6 annotations).
+    parts = [_feature_text(r) for r in rows[:limit]]
+    return (
+        '{"type":"FeatureCollection","features":['
+        + ",".join(parts)
+        + '],"truncated":'
+        + ("true" if truncated else "false")
+        + "}"
+    )
+
+
+def _feature_text(r: Any) -> str:
+    props = r.properties
+    head = '{"objectType":' + _dumps(r.object_type)
+    props = head + "}" if props == "{}" else head + "," + props[1:]
+    iain = _dumps(
+        {
+            "id": r.id,
+            "kind": r.kind,
+            "layer": r.layer,
+            "owner": r.owner,
+            "class": r.class_name,
+            "comment": r.comment,
+            "version": r.version,
+        }
+    )
+    fid = ',"id":' + _dumps(r.uuid) if r.uuid else ""
+    geometry: str = r.geometry
+    return (
+        '{"type":"Feature"'
+        + fid
+        + ',"geometry":'
+        + geometry
+        + ',"properties":'
+        + props
+        + ',"iain":'
+        + iain
+        + "}"
+    )
 
 
 def density(

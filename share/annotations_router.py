@@ -11,7 +11,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -85,7 +85,7 @@ class RevertBody(BaseModel):
     version: int = Field(ge=1)
 
 
-@router.get("")
+@router.get("", response_class=Response)
 def viewport(
     slide: Slide,
     me: Me,
@@ -96,10 +96,11 @@ def viewport(
     height: Annotated[float, Query(allow_inf_nan=False, gt=0, le=1e8)],
     layer: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=50_000)] = 5000,
-) -> dict[str, Any]:
+) -> Response:
     """Annotations meeting the viewport (level-0 px), from the spatial index."""
     view = store.Viewport(x, y, width, height)
-    return store.query_viewport(accounts.db, me, slide, view, layer=layer, limit=limit)
+    body = store.query_viewport(accounts.db, me, slide, view, layer=layer, limit=limit)
+    return Response(body, media_type="application/geo+json")
 
 
 @router.get("/density")

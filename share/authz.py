@@ -10,6 +10,8 @@ slide.associated   own centre (label, macro)   never                      never
 annotation.read    own centre's slides         own centre, pseudonymised  never
 annotation.write   own annotations on slides   own annotations on slides  never
                    they may view               they may view
+labels.validate    pathologist: own centre     never                      never
+                   (admin: never)
 audit.read         admin: own centre only      never                      never
 system.operate     admin                       never                      yes
 opinion.request    own requests                never                      never
@@ -51,6 +53,7 @@ class Action(StrEnum):
     SLIDE_ASSOCIATED = "slide.associated"
     ANNOTATION_READ = "annotation.read"
     ANNOTATION_WRITE = "annotation.write"
+    LABEL_VALIDATE = "labels.validate"
     AUDIT_READ = "audit.read"
     SYSTEM_OPERATE = "system.operate"
     OPINION_REQUEST = "opinion.request"
@@ -181,6 +184,11 @@ def authorize(principal: Principal | None, action: Action, obj: Object) -> Decis
         if obj.owner_id is not None and obj.owner_id != p.user_id:
             return _deny("annotations of others are read-only")
         return Decision(True, "own annotation", pseudonymised=view.pseudonymised)
+    if action is Action.LABEL_VALIDATE and isinstance(obj, SlideRef):
+        # Human oversight of AI output: a diagnosing pathologist of the slide's centre.
+        if p.role is Role.PATHOLOGIST and obj.centre == p.centre:
+            return Decision(True, "pathologist of the centre")
+        return _deny("only the centre's pathologists validate AI output")
     if action is Action.AUDIT_READ and isinstance(obj, AuditScope):
         if p.role is Role.ADMIN and obj.centre == p.centre:
             return Decision(True, "admin of the centre")

@@ -24,6 +24,7 @@ from tiling.catalog import Catalog, SlideRef
 from tiling.errors import InvalidTileRequestError, PyramidNotFoundError
 from tiling.iiif import check_rest, info_json, parse_region, parse_size
 from tiling.layout import ASSOCIATED_GROUP, IAIN_ATTR
+from tiling.overlay import overlay_entries
 from tiling.tiles import Tile, TileService
 
 __all__ = [
@@ -112,8 +113,10 @@ def list_slides(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/api/slides/{slide_id}", tags=["slides"])
-def slide_detail(ref: Slide) -> dict[str, Any]:
-    return ref.to_json()
+def slide_detail(request: Request, ref: Slide) -> dict[str, Any]:
+    """The slide's description, with its finished AI label layers as ``overlays``."""
+    reviews = getattr(request.app.state, "label_reviews", None)
+    return {**ref.to_json(), "overlays": overlay_entries(ref, reviews)}
 
 
 @router.get(

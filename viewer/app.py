@@ -12,7 +12,8 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from share.authz import Decision
 from share.config import ShareSettings
+from share.label_reviews import install_label_reviews
 from share.router import install_share
 from share.web import install_error_handlers as install_share_error_handlers
 from tiling import errors as tiling_errors
@@ -28,6 +30,7 @@ from tiling.cache import DiskCache, MemoryCache, TileCache
 from tiling.catalog import Catalog, SlideRef
 from tiling.errors import PyramidNotFoundError
 from tiling.fastpath import TileFastPath
+from tiling.overlay_router import router as overlay_router
 from tiling.router import allow_all
 from tiling.router import router as tiling_router
 from tiling.store import open_data_root
@@ -36,6 +39,10 @@ from viewer.config import ServerSettings
 from viewer.errors import ConfigError, OpenSeadragonMissingError, ViewerError
 from viewer.pages import install_pages
 from wsi import errors as wsi_errors
+
+if TYPE_CHECKING:  # torch is imported only when the jobs API is on
+    from inference.config import InferenceSettings
+    from inference.jobs import JobWorker
 
 __all__ = ["ERROR_STATUS", "create_app", "create_app_from_env"]
 
@@ -113,11 +120,17 @@ def _share_discover(request: Request, slide_id: str) -> str | None:
         return None
 
 
-def create_app(settings: ServerSettings, share: ShareSettings | None = None) -> FastAPI:
+def create_app(
+    settings: ServerSettings,
+    share: ShareSettings | None = None,
+    inference: InferenceSettings | None = None,
+) -> FastAPI:
     """The application; the data store is opened and scanned in the lifespan.
 
     With ``share`` (what ``create_app_from_env`` passes) every route needs a session and
     each slide goes through ``share.authz.authorize``; without it every slide is public.
+    With ``inference`` the jobs API is served (behind the same middleware and hook) and one
+    job worker per configured device runs in the lifespan.
     """
 
     @asynccontextmanager
@@ -126,10 +139,13 @@ def create_app(settings: ServerSettings, share: ShareSettings | None = None) -> 
         if share is not None:  # slides found on disk belong to the default centre until moved
             refs = app.state.catalog.slides()
             app.state.accounts.register_slides((r.id, r.name) for r in refs)
+        workers = _start_workers(app, inference) if inference is not None else []
         app.state.ready = True
         logger.info("serving %d slides", len(app.state.catalog.slides()))
         yield
         app.state.ready = False
+        for worker in workers:
+            worker.stop()
         if share is not None:  # pending slide views into the audit trail, then close the DB
             app.state.view_aggregator.flush()
             app.state.accounts.db.dispose()
@@ -173,6 +189,9 @@ def create_app(settings: ServerSettings, share: ShareSettings | None = None) -> 
         return {"status": "ok", "pyramids": count}
 
     app.include_router(tiling_router)
+    app.include_router(overlay_router)
+    if inference is not None:
+        _install_inference(app, inference)
     install_pages(app, required=False)  # GET /, /view/{id}, /static/...
     # first middleware = innermost: authentication (install_share, below) wraps the fast
     # path, so the access hook sees the session on every tile
@@ -185,13 +204,57 @@ def create_app(settings: ServerSettings, share: ShareSettings | None = None) -> 
             not_found=PyramidNotFoundError,
             discover=_share_discover,
         )
+        install_label_reviews(app)
         install_share_error_handlers(app)
     return app
 
 
+def _install_inference(app: FastAPI, inference: InferenceSettings) -> None:
+    """Jobs API on ``/inference``; jobs name slides by catalogue id, resolved to their store."""
+    from inference.errors import HTTP_STATUS, InferenceError, StoreNotFoundError
+    from inference.jobs import JobService
+    from inference.router import router as inference_router
+
+    def resolve(slide_id: str) -> Path:
+        try:
+            ref = app.state.catalog.get(slide_id)
+        except PyramidNotFoundError as exc:
+            raise StoreNotFoundError("no such slide") from exc
+        if ref.store.local_root is None:
+            raise StoreNotFoundError("inference needs a slide on a local store")
+        return Path(ref.store.local_root)
+
+    async def inference_error(request: Request, exc: Exception) -> JSONResponse:
+        status = next((HTTP_STATUS[c] for c in type(exc).__mro__ if c in HTTP_STATUS), 500)
+        return error_response(status, str(getattr(exc, "code", "inference_error")), str(exc))
+
+    app.state.inference_jobs = JobService(inference.jobs_dir, resolve)
+    app.add_exception_handler(InferenceError, inference_error)
+    app.include_router(inference_router)
+
+
+def _start_workers(app: FastAPI, inference: InferenceSettings) -> list[JobWorker]:
+    from inference.jobs import JobWorker
+
+    service = app.state.inference_jobs
+    service.requeue_stale(inference.stale_after_s)
+    workers = [
+        JobWorker(service, device, inference.engine_options()) for device in inference.devices
+    ]
+    for worker in workers:
+        worker.start()
+    return workers
+
+
 def create_app_from_env() -> FastAPI:
-    """Factory for worker processes: settings come from ``IAIN_*`` variables."""
+    """Factory for worker processes: settings come from ``IAIN_*`` variables; the jobs API
+    is served when ``INFERENCE_JOBS_DIR`` is set."""
     import os
 
     share = None if os.environ.get("IAIN_AUTH", "1") == "0" else ShareSettings.from_env(os.environ)
-    return create_app(ServerSettings.from_env(os.environ), share)
+    inference = None
+    if os.environ.get("INFERENCE_JOBS_DIR"):
+        from inference.config import InferenceSettings
+
+        inference = InferenceSettings.from_env(os.environ)
+    return create_app(ServerSettings.from_env(os.environ), share, inference)

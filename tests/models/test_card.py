@@ -30,6 +30,8 @@ def test_shipped_card_is_complete(models_root: Path, shipped_name: str) -> None:
     assert card.patch_size_px == 256 and 0 < card.overlap_px < 128
     assert len(card.mean) == len(card.std) == 3
     assert card.quality.split == "val"
+    assert card.quality.dice_epithelium > card.quality.baselines["all_foreground_dice_epithelium"]
+    assert card.quality.dice_tumour > card.quality.baselines["all_tumour_dice_tumour"]
     assert "CC BY 4.0" in card.training_licence
     assert card.weights_path.is_file()
     assert card.weights_path.stat().st_size <= 5 * 1024 * 1024
@@ -39,7 +41,8 @@ def test_card_json_has_the_contract_keys(models_root: Path, shipped_name: str) -
     data = json.loads(json.dumps(load_card(models_root / shipped_name).to_json()))
     assert {"name", "classes", "mpp", "sha256", "quality"} <= data.keys()
     assert data["quality"]["split"] == "val"
-    assert {"dice_epithelium", "dice_tumour", "baselines"} <= data["quality"].keys()
+    assert {"dice_epithelium", "dice_tumour", "baselines", "dice"} <= data["quality"].keys()
+    assert data["quality"]["dice"]["tumour"] == data["quality"]["dice_tumour"]
     assert data["classes"][2] == {"index": 2, "name": "tumour", "color": "#d62728"}
 
 

@@ -82,6 +82,7 @@ def test_cli_list_json_and_show(capsys: pytest.CaptureFixture[str], shipped_name
     cards = json.loads(capsys.readouterr().out)
     mine = next(card for card in cards if card["name"] == shipped_name)
     assert len(mine["sha256"]) == 64 and mine["mpp"] == 1.0
+    assert mine["quality"]["dice_tumour"] > 0.5
     assert main(["models", "list"]) == 0
     assert shipped_name in capsys.readouterr().out
     assert main(["models", "show", shipped_name]) == 0

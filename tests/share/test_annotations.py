@@ -157,6 +157,10 @@ def test_others_annotations_read_only_other_centre_hidden(
     login(ml, "caen-ml")
     seen = ml.get(f"{BASE}/{aid}").json()
     assert seen["iain"]["comment"] == "" and seen["geometry"] == SHAPES["point"]
+    in_view = ml.get(BASE, params={"x": 0, "y": 0, "width": 500, "height": 500}).json()
+    assert [f["iain"]["comment"] for f in in_view["features"]] == [""]
+    mine = owner.get(BASE, params={"x": 0, "y": 0, "width": 500, "height": 500}).json()
+    assert [f["iain"]["comment"] for f in mine["features"]] == ["patient history note"]
     login(lille, "lille-patho")
     assert lille.get(f"{BASE}/{aid}").status_code == 404
     assert lille.get(BASE, params={"x": 0, "y": 0, "width": 9, "height": 9}).status_code == 404
