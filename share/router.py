@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,7 @@ from share.authz import Action, AuditScope, Decision, Principal, authorize
 from share.config import ShareSettings
 from share.db import Database, open_database
 from share.errors import ForbiddenError, NotFoundError, SlideNotFoundError
+from share.federation_app import FEDERATION_PREFIX, install_federation
 from share.oidc import OidcConfig, OidcLogin
 from share.web import (
     CSRF_COOKIE,
@@ -219,6 +221,8 @@ def install_share(
     ``not_found`` builds the exception they map to 404; ``discover`` names a slide that
     exists on disk but is not registered yet (it is then registered to the default centre).
     """
+    if settings.federation_file:  # peers authenticate by node token, not by session
+        settings = replace(settings, public_prefixes=(*settings.public_prefixes, FEDERATION_PREFIX))
     db = db or open_database(settings.url)
     accounts = Accounts(db, settings)
     accounts.ensure_centres()
@@ -246,5 +250,7 @@ def install_share(
     app.include_router(router)
     app.include_router(annotations_router.router)
     app.include_router(annotations_router.classes_router)
-    opinions_router.install_opinions(app, accounts)
+    opinions = opinions_router.install_opinions(app, accounts)
+    if settings.federation_file:
+        install_federation(app, accounts, opinions.shares)
     return accounts

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -86,6 +86,8 @@ class DbShareRegistry:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Called after a revocation commits (federation: tell the recipient node to purge).
+        self.on_revoke: Callable[[Share], None] | None = None
 
     def get(self, share_id: str) -> Share | None:
         with self.db.session() as s:
@@ -176,7 +178,10 @@ class DbShareRegistry:
                     slide_id=row.slide_id,
                     detail={"share": share_id},
                 )
-            return _to_share(row)
+            share = _to_share(row)
+        if self.on_revoke is not None:
+            self.on_revoke(share)
+        return share
 
     def revoke_for_opinion(self, actor: str, opinion_id: int) -> list[str]:
         """Revoke every live share a second-opinion request created."""
