@@ -88,6 +88,8 @@ class DbShareRegistry:
         self.db = db
         # Called after a revocation commits (federation: tell the recipient node to purge).
         self.on_revoke: Callable[[Share], None] | None = None
+        # Called after a share commits (federation: derive its de-identified pyramid).
+        self.on_create: Callable[[Share], None] | None = None
 
     def get(self, share_id: str) -> Share | None:
         with self.db.session() as s:
@@ -159,7 +161,10 @@ class DbShareRegistry:
                 },
             )
         logger.info("share created for centre %s", new.recipient.centre)
-        return _to_share(row)
+        share = _to_share(row)
+        if self.on_create is not None:
+            self.on_create(share)
+        return share
 
     def revoke(self, actor: str, share_id: str) -> Share:
         """End a share now; idempotent."""

@@ -126,15 +126,27 @@ def test_opinion_share_is_served_to_the_peer_node_until_closed(fed_app: FedApp) 
         assert listed[0]["permission"] == "annotate"
         assert fed_app.slide not in json.dumps(listed)
         assert _peer_get(peer, "/federation/shares", "dr.other").json() == []
+        share_id = listed[0]["share_id"]
+        info = _peer_get(peer, f"/federation/shares/{share_id}", "dr.lille")
+        assert info.status_code == 200, info.text
+        assert info.json()["pseudonym"] == listed[0]["pseudonym"]
+        assert (info.json()["width"], info.json()["height"]) == (300, 200)
+        tile = _peer_get(peer, f"/federation/shares/{share_id}/tiles/0/0_0.jpeg", "dr.lille")
+        assert tile.status_code == 200 and tile.content.startswith(b"\xff\xd8")
+        derived = Path(fed_app.app.state.share_settings.data_dir) / "shared" / share_id  # type: ignore[attr-defined]
+        assert derived.is_dir()
         # Recipient side: the session's user asks every peer (Lille is down: named, not 500).
         shared = caen.get("/shared").json()
         assert shared["slides"] == [] and [u["peer"] for u in shared["unavailable"]] == ["lille"]
         assert caen.post(f"/api/opinions/{oid}/close", headers=headers).status_code == 200
         assert _peer_get(peer, "/federation/shares", "dr.lille").json() == []
-        share_id = listed[0]["share_id"]
+        assert not derived.exists()  # the derived copy goes with the share
         gone = _peer_get(peer, f"/federation/shares/{share_id}", "dr.lille")
         assert gone.status_code == 404
     accounts = fed_app.app.state.accounts  # type: ignore[attr-defined]
-    actions = [r["action"] for r in audit.records(accounts.db, centre_id="caen")]
+    fed_app.app.state.view_aggregator.flush()  # type: ignore[attr-defined]
+    rows = audit.records(accounts.db, centre_id="caen")
+    actions = [r["action"] for r in rows]
+    assert any(r["actor"] == "dr.lille@lille" and r["slide_id"] == fed_app.slide for r in rows)
     assert "federation.list" in actions and "share.create" in actions
     assert "share.revoke" in actions and "federation.info" in actions
