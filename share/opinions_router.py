@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from share import shares_router
 from share.accounts import Accounts
 from share.authz import Principal
 from share.notify import MailSettings, Notifier
@@ -243,4 +244,5 @@ def install_opinions(
     if isinstance(access, SlideAccess):
         access.grant = registry.local_grant
     app.include_router(router)
+    app.include_router(shares_router.router)
     return opinions

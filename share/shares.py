@@ -211,6 +211,20 @@ class DbShareRegistry:
             ).all()
             return [_to_share(row) for row in rows]
 
+    def owned_by(self, centre: str, created_by: str | None = None) -> list[Share]:
+        """A centre's shares (optionally those one user made), newest first."""
+        q = select(ShareRow).where(ShareRow.owner_centre == centre)
+        if created_by is not None:
+            q = q.where(ShareRow.created_by == created_by)
+        with self.db.session() as s:
+            rows = s.scalars(q.order_by(ShareRow.created_at.desc()).limit(5000)).all()
+            return [_to_share(row) for row in rows]
+
+    def creator(self, share_id: str) -> str | None:
+        with self.db.session() as s:
+            row = s.get(ShareRow, share_id)
+            return row.created_by if row is not None else None
+
     def local_grant(self, principal: Principal, slide: SlideRef, action: Action) -> Decision:
         """May ``principal`` (a user of another centre on this node) see ``slide`` by a share?
 

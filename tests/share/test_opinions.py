@@ -213,3 +213,39 @@ def test_cli_remind(db_url: str, two: Clients, opinions: Opinions, smtp: SmtpSin
     smtp.wait_for("lille-patho@chu.example", "Reminder")
     rows = opinions.thread(opinions.accounts.principal("caen-patho"), oid)
     assert json.dumps([r["action"] for r in rows]).count("opinion.remind") == 1
+
+
+def test_share_api_create_list_revoke(
+    two: Clients, new_client: Callable[[], httpx.Client], opinions: Opinions
+) -> None:
+    caen, ch, lille, lh = two
+    body = {
+        "slide_id": "s-caen",
+        "recipient": {"kind": "user", "centre": "lille", "name": "lille-patho"},
+        "permission": "view",
+        "expires_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        "note": "teaching",
+    }
+    assert lille.get(TILE.format("s-caen")).status_code == 404
+    r = caen.post("/api/shares", json=body, headers=ch)
+    assert r.status_code == 201, r.text
+    share = r.json()
+    assert share["pseudonym"].startswith("SHR-") and share["revoked_at"] is None
+    assert lille.get(TILE.format("s-caen")).status_code == 200
+    assert lille.post("/api/shares", json=body, headers=lh).status_code == 404  # not Lille's
+    past = body | {"expires_at": (datetime.now(UTC) - timedelta(hours=1)).isoformat()}
+    assert caen.post("/api/shares", json=past, headers=ch).status_code == 422
+    local = body | {"recipient": {"kind": "user", "centre": "caen", "name": "caen-patho2"}}
+    assert caen.post("/api/shares", json=local, headers=ch).status_code == 422
+    other = new_client()
+    oh = login(other, "caen-patho2")
+    sid = share["share_id"]
+    assert other.post(f"/api/shares/{sid}/revoke", headers=oh).status_code == 403
+    assert other.get("/api/shares").json() == []
+    admin = new_client()
+    login(admin, "caen-admin")
+    assert [s["share_id"] for s in admin.get("/api/shares").json()] == [sid]
+    assert lille.post(f"/api/shares/{sid}/revoke", headers=lh).status_code == 404
+    r = caen.post(f"/api/shares/{sid}/revoke", headers=ch)
+    assert r.status_code == 200 and r.json()["revoked_at"] is not None
+    assert lille.get(TILE.format("s-caen")).status_code == 404
