@@ -1,4 +1,4 @@
-"""CLI of the share package: ``iain user ...``, ``iain audit ...``, ``iain db upgrade``.
+"""CLI of the share package: ``iain user|audit ...``, ``iain db upgrade``, ``iain opinions remind``.
 
 ``iain user add NAME --centre caen --role pathologist`` reads the password from stdin.
 """
@@ -19,6 +19,9 @@ from share.config import ShareSettings
 from share.db import open_database
 from share.demo import create_demo_accounts
 from share.errors import ShareError
+from share.notify import MailSettings, Notifier
+from share.opinions import Opinions
+from share.shares import DbShareRegistry
 
 __all__ = ["main"]
 
@@ -52,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
 
     dbp = top.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
     dbp.add_parser("upgrade", parents=[common], help="apply migrations")
+
+    ops = top.add_parser("opinions", help="second-opinion requests").add_subparsers(
+        dest="action", required=True
+    )
+    remind = ops.add_parser(
+        "remind", parents=[common], help="remind consultants of overdue requests (run from cron)"
+    )
+    remind.add_argument("--smtp-host", help="SMTP server (default SHARE_SMTP_HOST; none: in-app)")
+    remind.add_argument("--smtp-port", type=int, help="SMTP port (default SHARE_SMTP_PORT or 25)")
     return parser
 
 
@@ -88,6 +100,8 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         accounts = Accounts(db, settings)
         accounts.ensure_centres()
+        if args.command == "opinions":
+            return _remind(args, accounts)
         if args.action == "demo":
             for a in create_demo_accounts(accounts):
                 print(f"{a.username:<12} {a.centre:<6} {a.role:<12} password: {a.password}")
@@ -100,8 +114,21 @@ def _run(args: argparse.Namespace) -> int:
         db.dispose()
 
 
+def _remind(args: argparse.Namespace, accounts: Accounts) -> int:
+    env = dict(os.environ)
+    if args.smtp_host:
+        env["SHARE_SMTP_HOST"] = args.smtp_host
+    if args.smtp_port:
+        env["SHARE_SMTP_PORT"] = str(args.smtp_port)
+    notifier = Notifier(accounts.db, MailSettings.from_env(env))
+    opinions = Opinions(accounts, DbShareRegistry(accounts.db), notifier)
+    count = opinions.send_reminders()
+    print(f"{count} overdue second-opinion requests reminded")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``argv`` starts with the subcommand (``user``, ``audit``, ``db``)."""
+    """Entry point: ``argv`` starts with the subcommand (user, audit, db, opinions)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:

@@ -14,7 +14,12 @@ labels.validate    pathologist: own centre     never                      never
                    (admin: never)
 audit.read         admin: own centre only      never                      never
 system.operate     admin                       never                      yes
+opinion.request    own requests                never                      never
+opinion.consult    named consultant / pool     never                      never
+opinion.read       requester, consultant/pool  never                      never
 =================  ==========================  =========================  ==================
+
+A pool is every clinician of the consultant centre; once one accepts, only they may consult.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ __all__ = [
     "AnnotationRef",
     "AuditScope",
     "Decision",
+    "OpinionRef",
     "Principal",
     "Role",
     "SlideRef",
@@ -50,6 +56,9 @@ class Action(StrEnum):
     LABEL_VALIDATE = "labels.validate"
     AUDIT_READ = "audit.read"
     SYSTEM_OPERATE = "system.operate"
+    OPINION_REQUEST = "opinion.request"
+    OPINION_CONSULT = "opinion.consult"
+    OPINION_READ = "opinion.read"
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,20 @@ class SystemRef:
     name: str = "system"
 
 
-Object = SlideRef | AnnotationRef | AuditScope | SystemRef
+@dataclass(frozen=True)
+class OpinionRef:
+    """A second-opinion request; ``requester_id`` None: one about to be created."""
+
+    requester_id: int | None
+    requester_centre: str
+    consultant_kind: str  # "user" | "pool"
+    consultant_centre: str
+    consultant_name: str  # the username for "user"
+    assignee: str | None = None  # who accepted
+    state: str = "draft"
+
+
+Object = SlideRef | AnnotationRef | AuditScope | SystemRef | OpinionRef
 
 
 @dataclass(frozen=True)
@@ -117,6 +139,28 @@ def _slide_view(p: Principal, slide: SlideRef) -> Decision:
     if p.role in _CLINICAL:
         return Decision(True, "own centre")
     return _deny("unknown role")
+
+
+def _opinion(p: Principal, action: Action, o: OpinionRef) -> Decision:
+    if p.role not in _CLINICAL:
+        return _deny("second opinions are for clinicians")
+    requester = p.centre == o.requester_centre and (
+        o.requester_id is None or o.requester_id == p.user_id
+    )
+    if action is Action.OPINION_REQUEST:
+        return Decision(True, "requester") if requester else _deny("not the requester")
+    consultant = p.centre == o.consultant_centre and (
+        p.username == o.assignee
+        if o.assignee is not None
+        else (o.consultant_kind == "pool" or p.username == o.consultant_name)
+    )
+    if o.state == "draft":
+        consultant = False  # a draft is the requester's alone
+    if action is Action.OPINION_CONSULT:
+        return Decision(True, "consultant") if consultant else _deny("not the consultant")
+    if requester or consultant:
+        return Decision(True, "party to the request")
+    return _deny("not a party to the request")
 
 
 def authorize(principal: Principal | None, action: Action, obj: Object) -> Decision:
@@ -153,4 +197,10 @@ def authorize(principal: Principal | None, action: Action, obj: Object) -> Decis
         if p.role in (Role.ADMIN, Role.OPERATOR):
             return Decision(True, "operator or admin")
         return _deny("operators and admins only")
+    if isinstance(obj, OpinionRef) and action in (
+        Action.OPINION_REQUEST,
+        Action.OPINION_CONSULT,
+        Action.OPINION_READ,
+    ):
+        return _opinion(p, action, obj)
     return _deny(f"no rule allows {action.value} on {type(obj).__name__}")

@@ -63,6 +63,10 @@ class ShareSettings:
     oidc_client_id: str = ""
     oidc_client_secret: str = ""
     oidc_redirect_uri: str = ""
+    # Federation (off unless a peers file is set): owner routes /federation/* are then public
+    # to the session middleware and authenticated by signed node tokens instead.
+    federation_file: str = ""
+    node_key_file: str = ""
     public_paths: frozenset[str] = field(
         default_factory=lambda: frozenset({"/api/login", "/healthz", "/readyz", "/login"})
     )
@@ -101,4 +105,6 @@ class ShareSettings:
             oidc_client_id=environ.get("SHARE_OIDC_CLIENT_ID", ""),
             oidc_client_secret=environ.get("SHARE_OIDC_CLIENT_SECRET", ""),
             oidc_redirect_uri=environ.get("SHARE_OIDC_REDIRECT_URI", ""),
+            federation_file=environ.get("SHARE_FEDERATION_FILE", ""),
+            node_key_file=environ.get("SHARE_NODE_KEY_FILE", ""),
         )

@@ -28,10 +28,13 @@ __all__ = [
     "ConflictError",
     "CsrfError",
     "ForbiddenError",
+    "IllegalTransitionError",
     "InvalidCredentialsError",
     "InvalidInputError",
     "LoginRateLimitedError",
+    "MailError",
     "NotFoundError",
+    "OpinionNotFoundError",
     "PayloadTooLargeError",
     "SessionExpiredError",
     "ShareError",
@@ -100,3 +103,21 @@ class PayloadTooLargeError(ShareError):
 
 class AuditChainError(ShareError):
     code = "audit_chain_broken"
+
+
+class OpinionNotFoundError(NotFoundError):
+    """Unknown second-opinion request, or one the caller may not see (same answer)."""
+
+    code = "opinion_not_found"
+
+
+class IllegalTransitionError(ConflictError):
+    """A second-opinion state change not allowed from the current state (draft -> answered...)."""
+
+    code = "illegal_transition"
+
+
+class MailError(ShareError):
+    """The SMTP server refused or could not be reached (the in-app notice is still kept)."""
+
+    code = "mail_failed"

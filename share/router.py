@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from share import annotations_router, audit
+from share import annotations_router, audit, opinions_router
 from share.accounts import Accounts, SessionInfo
 from share.authz import Action, AuditScope, Decision, Principal, authorize
 from share.config import ShareSettings
 from share.db import Database, open_database
 from share.errors import ForbiddenError, NotFoundError, SlideNotFoundError
+from share.federation_app import FEDERATION_PREFIX, install_federation
 from share.oidc import OidcConfig, OidcLogin
 from share.web import (
     CSRF_COOKIE,
@@ -210,6 +213,7 @@ def install_share(
     resolve: Callable[[Request, str, Decision], Any] | None = None,
     not_found: Callable[[str], Exception] = SlideNotFoundError,
     discover: Callable[[Request, str], str | None] | None = None,
+    source_of: Callable[[str], Path | None] | None = None,
 ) -> Accounts:
     """Open the database (migrating it), add the auth middleware, hook and routes to ``app``.
 
@@ -218,7 +222,10 @@ def install_share(
     allowed slide into what the tile routes expect from ``app.state.slide_access``;
     ``not_found`` builds the exception they map to 404; ``discover`` names a slide that
     exists on disk but is not registered yet (it is then registered to the default centre).
+    ``source_of`` names a slide's local pyramid, from which shares to peers are derived.
     """
+    if settings.federation_file:  # peers authenticate by node token, not by session
+        settings = replace(settings, public_prefixes=(*settings.public_prefixes, FEDERATION_PREFIX))
     db = db or open_database(settings.url)
     accounts = Accounts(db, settings)
     accounts.ensure_centres()
@@ -246,4 +253,7 @@ def install_share(
     app.include_router(router)
     app.include_router(annotations_router.router)
     app.include_router(annotations_router.classes_router)
+    opinions = opinions_router.install_opinions(app, accounts)
+    if settings.federation_file:
+        install_federation(app, accounts, opinions.shares, source_of)
     return accounts

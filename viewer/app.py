@@ -121,6 +121,15 @@ def _share_discover(request: Request, slide_id: str) -> str | None:
         return None
 
 
+def _share_source(app: FastAPI, slide_id: str) -> Path | None:
+    """The slide's local OME-Zarr directory (shares to peers are derived from it)."""
+    try:
+        root = app.state.catalog.get(slide_id).store.local_root
+    except PyramidNotFoundError:
+        return None
+    return Path(root) if root else None
+
+
 def create_app(
     settings: ServerSettings,
     share: ShareSettings | None = None,
@@ -211,6 +220,7 @@ def create_app(
             resolve=_share_resolve,
             not_found=PyramidNotFoundError,
             discover=_share_discover,
+            source_of=lambda slide_id: _share_source(app, slide_id),
         )
         install_label_reviews(app)
         install_share_error_handlers(app)

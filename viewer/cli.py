@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "user": ("share", "manage user accounts"),
     "audit": ("share", "verify or export the audit trail"),
     "db": ("share", "apply the accounts/audit/annotations database migrations"),
+    "opinions": ("share", "second-opinion requests: remind consultants of overdue ones"),
 }
 
 
