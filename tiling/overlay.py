@@ -5,7 +5,9 @@ overlay's DeepZoom geometry is the slide's own: same tile size, same level numbe
 OpenSeadragon lays one over the other exactly. A tile is the stored uint8 mask chunk mapped
 through the model card's class colours (``image-label.colors``; background alpha 0), encoded
 as PNG once and kept in the tile cache. Cache keys and ETags hash the slide id with the label
-run's fingerprint, so a re-run with other parameters gets new URLs' content without stale hits.
+run's fingerprint, and the descriptor URL carries it (``?v=``, which OpenSeadragon appends to
+every tile URL), so a re-run with other parameters never meets a stale cached tile.
+Only finished runs (``status: complete``) are offered or served. Local stores only for now.
 """
 
 from __future__ import annotations
