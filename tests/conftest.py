@@ -41,3 +41,13 @@ def ebhi_dir() -> Path:
     if not (path / "split.csv").exists():
         pytest.fail(f"EBHI-Seg subset not found at {path} (set IAIN_DATASETS)")
     return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` run only with IAIN_SLOW=1 (keeps ``make test`` near 10 minutes)."""
+    if os.environ.get("IAIN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set IAIN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
