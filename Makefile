@@ -21,6 +21,8 @@ $(VENV)/.installed: pyproject.toml Makefile package.json package-lock.json
 	npm ci --no-audit --no-fund
 	# Browser tests drive Debian's chromium; Playwright never downloads a browser of its own.
 	command -v chromium || (apt-get update && apt-get install -y chromium)
+	# The database tests start Debian's PostgreSQL 15 in a temporary directory.
+	test -x /usr/lib/postgresql/15/bin/initdb || (apt-get update && apt-get install -y postgresql-15)
 	touch $@
 
 demo: install
