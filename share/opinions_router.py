@@ -21,7 +21,7 @@ import os
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
@@ -34,6 +34,12 @@ from share.shares import DbShareRegistry
 from share.web import SlideAccess, principal_of
 
 __all__ = ["install_opinions", "render_report", "router"]
+
+# Database ids: anything outside SQL's BIGINT cannot name a row (422, never a 500).
+BIGINT_MAX = 2**63 - 1
+OpinionId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+DbId = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
+Pixel = 2**31 - 1  # region coordinates: level-0 pixels, far beyond any slide
 
 router = APIRouter(prefix="/api", tags=["opinions"])
 
@@ -50,10 +56,10 @@ OpinionsDep = Annotated[Opinions, Depends(_opinions)]
 
 class RegionBody(BaseModel):
     slide_id: str = Field(min_length=1, max_length=200)
-    x: int = Field(ge=0)
-    y: int = Field(ge=0)
-    w: int = Field(gt=0)
-    h: int = Field(gt=0)
+    x: int = Field(ge=0, le=Pixel)
+    y: int = Field(ge=0, le=Pixel)
+    w: int = Field(gt=0, le=Pixel)
+    h: int = Field(gt=0, le=Pixel)
 
 
 class ConsultantBody(BaseModel):
@@ -64,7 +70,7 @@ class ConsultantBody(BaseModel):
 class DraftBody(BaseModel):
     slide_ids: list[str] = Field(min_length=1, max_length=50)
     regions: list[RegionBody] = Field(default_factory=list, max_length=200)
-    annotation_ids: list[int] = Field(default_factory=list, max_length=1000)
+    annotation_ids: list[DbId] = Field(default_factory=list, max_length=1000)
     question: str = Field(min_length=1, max_length=10_000)
     urgency: Urgency = Urgency.ROUTINE
     due_at: datetime
@@ -83,7 +89,7 @@ class AnswerBody(BaseModel):
 
 
 class ReadBody(BaseModel):
-    ids: list[int] = Field(max_length=1000)
+    ids: list[DbId] = Field(max_length=1000)
 
 
 @router.post("/opinions", status_code=201)
@@ -107,44 +113,48 @@ def list_opinions(who: PrincipalDep, opinions: OpinionsDep) -> list[dict[str, An
 
 
 @router.get("/opinions/{opinion_id}")
-def get_opinion(opinion_id: int, who: PrincipalDep, opinions: OpinionsDep) -> dict[str, Any]:
+def get_opinion(opinion_id: OpinionId, who: PrincipalDep, opinions: OpinionsDep) -> dict[str, Any]:
     return opinions.get(who, opinion_id)
 
 
 @router.post("/opinions/{opinion_id}/send")
-def send_opinion(opinion_id: int, who: PrincipalDep, opinions: OpinionsDep) -> dict[str, Any]:
+def send_opinion(opinion_id: OpinionId, who: PrincipalDep, opinions: OpinionsDep) -> dict[str, Any]:
     """Send a draft; to another centre this shares the slides with the consultant."""
     return opinions.send(who, opinion_id)
 
 
 @router.post("/opinions/{opinion_id}/accept")
-def accept_opinion(opinion_id: int, who: PrincipalDep, opinions: OpinionsDep) -> dict[str, Any]:
+def accept_opinion(
+    opinion_id: OpinionId, who: PrincipalDep, opinions: OpinionsDep
+) -> dict[str, Any]:
     return opinions.accept(who, opinion_id)
 
 
 @router.post("/opinions/{opinion_id}/close")
-def close_opinion(opinion_id: int, who: PrincipalDep, opinions: OpinionsDep) -> dict[str, Any]:
+def close_opinion(
+    opinion_id: OpinionId, who: PrincipalDep, opinions: OpinionsDep
+) -> dict[str, Any]:
     """Close the request and revoke the shares it created."""
     return opinions.close(who, opinion_id)
 
 
 @router.post("/opinions/{opinion_id}/decline")
 def decline_opinion(
-    opinion_id: int, body: DeclineBody, who: PrincipalDep, opinions: OpinionsDep
+    opinion_id: OpinionId, body: DeclineBody, who: PrincipalDep, opinions: OpinionsDep
 ) -> dict[str, Any]:
     return opinions.decline(who, opinion_id, body.reason)
 
 
 @router.post("/opinions/{opinion_id}/answer")
 def answer_opinion(
-    opinion_id: int, body: AnswerBody, who: PrincipalDep, opinions: OpinionsDep
+    opinion_id: OpinionId, body: AnswerBody, who: PrincipalDep, opinions: OpinionsDep
 ) -> dict[str, Any]:
     answer = Answer(body.text, body.agreement, body.diagnosis, body.classification)
     return opinions.answer(who, opinion_id, answer)
 
 
 @router.get("/opinions/{opinion_id}/report.html", response_class=HTMLResponse)
-def opinion_report(opinion_id: int, who: PrincipalDep, opinions: OpinionsDep) -> HTMLResponse:
+def opinion_report(opinion_id: OpinionId, who: PrincipalDep, opinions: OpinionsDep) -> HTMLResponse:
     """The thread as HTML: slides by pseudonym only (no slide names, ids or file names)."""
     opinion = opinions.get(who, opinion_id)
     thread = opinions.thread(who, opinion_id)
