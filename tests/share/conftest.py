@@ -259,9 +259,13 @@ def settings_with(settings: ShareSettings, **changes: object) -> ShareSettings:
 CHROMIUM = Path(os.environ.get("IAIN_CHROMIUM", "/usr/bin/chromium"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Debian's chromium through Playwright (never a downloaded browser)."""
+    """Debian's chromium through Playwright (never a downloaded browser).
+
+    Module-scoped: one thread can hold one sync Playwright at a time, and tests/viewer starts
+    its own for the viewer tests.
+    """
     sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} not found: run `make install` (installs Debian's chromium)")
