@@ -241,7 +241,9 @@ def _tile_index(request: Request, slide_id: str) -> tuple[str, int, int] | None:
     try:
         if {"level", "col", "row"} <= params.keys() and params.get("slide_id") == slide_id:
             return str(int(params["level"])), int(params["col"]), int(params["row"])
-        m = _DZ_TILE.fullmatch(request.url.path.rsplit(".", 1)[0] + ".")
+        # scope["path"], not request.url: building the URL object costs ~25 us per tile
+        path: str = request.scope.get("path", "")
+        m = _DZ_TILE.fullmatch(path.rsplit(".", 1)[0] + ".")
         if m is not None and m["slide_id"] == slide_id:
             return f"dz{int(m['level'])}", int(m["col"]), int(m["row"])
     except (TypeError, ValueError):
