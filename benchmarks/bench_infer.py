@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from inference.engine import Engine, EngineOptions, make_plan  # noqa: E402
-from inference.spec import ModelSpec  # noqa: E402
+from inference.spec import ModelSpec, load_named_model  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 SOURCE = SHARED / "slides" / "cmu-1-small-region" / "level-0-frames-0-30.dcm"
@@ -227,11 +228,19 @@ def main() -> int:
     parser.add_argument("--naive-tiles", type=int, default=96)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/iain-bench"))
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--model", default=None, help="a registered model (e.g. crc-tumour); default BenchNet"
+    )
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = BenchNet().to(device).eval()
+    global SPEC
+    model: Any
+    if args.model:  # the shipped weights and their card (patch size, mpp, normalisation)
+        SPEC, model = load_named_model(args.model, device)
+    else:
+        model = BenchNet().to(device).eval()
     store = make_slide(args.workdir, args.size)
     svs = args.workdir / f"bench{args.size}.svs"
 
