@@ -106,6 +106,22 @@ class SharedPyramidInfo:
     objective_power: float | None
     region: SharedRegion | None = None
 
+    def as_json(self) -> dict[str, Any]:
+        """THE allow-list: the only slide facts that leave a centre (the store's metadata and
+        the peer API both print exactly this; the ICC profile is added beside it in the store)."""
+        return {
+            "pseudonym": self.pseudonym,
+            "width": self.width,
+            "height": self.height,
+            "tile_width": self.tile_width,
+            "tile_height": self.tile_height,
+            "level_count": self.level_count,
+            "mpp_x": self.mpp_x,
+            "mpp_y": self.mpp_y,
+            "objective_power": self.objective_power,
+            "region": self.region.as_list() if self.region is not None else None,
+        }
+
     def grid(self, level: int) -> tuple[int, int]:
         """(columns, rows) of tiles at ``level`` (DeepZoom ceil-halving, as tiling/layout.py)."""
         width, height = self.width, self.height
@@ -391,20 +407,9 @@ def _root_metadata(info: SharedPyramidInfo, source_root: dict[str, Any]) -> dict
         datasets.append(
             {"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": scale}]}
         )
-    iain: dict[str, Any] = {
-        "pseudonym": info.pseudonym,
-        "derived": "shared",
-        "width": info.width,
-        "height": info.height,
-        "tile_width": info.tile_width,
-        "tile_height": info.tile_height,
-        "level_count": info.level_count,
-        "mpp_x": info.mpp_x,
-        "mpp_y": info.mpp_y,
-        "objective_power": info.objective_power,
-    }
-    if info.region is not None:
-        iain["region"] = info.region.as_list()
+    iain: dict[str, Any] = {"derived": "shared", **info.as_json()}
+    if info.region is None:
+        del iain["region"]  # whole-slide shares carry no region key in the store
     icc = source_root.get("attributes", {}).get(IAIN_ATTR, {}).get(_ICC_KEY)
     if isinstance(icc, str) and re.fullmatch(r"[A-Za-z0-9+/=]{1,4000000}", icc):
         iain[_ICC_KEY] = icc  # base64 colour profile: allowed (calibration, not identity)

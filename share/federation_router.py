@@ -39,7 +39,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from PIL import Image
 
-from share.deidentify import SharedPyramidInfo, read_shared_pyramid_info, shared_tile_path
+from share.deidentify import read_shared_pyramid_info, shared_tile_path
 from share.federation import (
     FederationAccess,
     FederationConfig,
@@ -222,7 +222,7 @@ def list_shares(state: OwnerDep, claims: ClaimsDep) -> list[dict[str, Any]]:
 @owner_router.get("/shares/{share_id}")
 def share_info(share_id: str, state: OwnerDep, claims: ClaimsDep) -> dict[str, Any]:
     share = _decide(state, claims, share_id, "info")
-    return _info_json(read_shared_pyramid_info(state.pyramid_for(share)))
+    return read_shared_pyramid_info(state.pyramid_for(share)).as_json()
 
 
 @owner_router.get("/shares/{share_id}/tiles/{level}/{col}_{row}.jpeg")
@@ -267,21 +267,6 @@ async def revocations(request: Request) -> dict[str, int]:
         "peer %s revoked %d shares; %d cached tiles purged", claims["iss"], len(share_ids), purged
     )
     return {"purged": purged}
-
-
-def _info_json(info: SharedPyramidInfo) -> dict[str, Any]:
-    return {
-        "pseudonym": info.pseudonym,
-        "width": info.width,
-        "height": info.height,
-        "tile_width": info.tile_width,
-        "tile_height": info.tile_height,
-        "level_count": info.level_count,
-        "mpp_x": info.mpp_x,
-        "mpp_y": info.mpp_y,
-        "objective_power": info.objective_power,
-        "region": info.region.as_list() if info.region else None,
-    }
 
 
 @cache
@@ -364,7 +349,7 @@ def shared_with_me(client: ClientDep, caller: CallerDep) -> list[dict[str, Any]]
 
 @recipient_router.get("/{peer}/{share_id}")
 def shared_info(share_id: str, client: ClientDep, caller: CallerDep) -> dict[str, Any]:
-    return _info_json(client.slide_info(share_id, caller))
+    return client.slide_info(share_id, caller).as_json()
 
 
 @recipient_router.get("/{peer}/{share_id}/tiles/{level}/{col}_{row}.jpeg")
