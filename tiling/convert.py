@@ -269,13 +269,13 @@ class _Builder:
         self.done = 0
         self.skipped = 0
         self.started = time.monotonic()
-        self._stored_lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self._parents: list[dict[tuple[int, int], _Parent]] = [{} for _ in range(self.levels)]
         self._last_report = 0.0
         self.exported: list[_Result] = []
 
     def _count_skip(self) -> None:
-        with self._stored_lock:
+        with self._count_lock:
             self.skipped += 1
 
     def _valid(self, level: int, col: int, row: int) -> tuple[int, int]:
@@ -301,8 +301,8 @@ class _Builder:
         if data is not None:
             self._count_skip()
         elif self.copy:
-            with self._stored_lock:
-                data = self.reader.read_stored_tile(0, col, row)
+            # thread-safe by the SlideReader contract (one pread), tested in tests/wsi
+            data = self.reader.read_stored_tile(0, col, row)
             self.sink.write(key, data)
         else:
             region = self.reader.read_region((col * tw, row * th), 0, (valid_w, valid_h))
