@@ -13,6 +13,20 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Debian's chromium for the browser tests (Playwright never downloads one here). The flags keep
+# it off the network: on this machine's closed network its background connections are refused.
+CHROMIUM = Path(os.environ.get("IAIN_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 
 def sample_slides_dir() -> Path:
     return Path(os.environ.get("IAIN_SAMPLE_SLIDES", REPO_ROOT.parent / "shared" / "slides"))

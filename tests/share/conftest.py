@@ -31,6 +31,7 @@ from share.config import ShareSettings
 from share.db import Database, open_database
 from share.router import install_share
 from share.web import CSRF_HEADER, install_error_handlers
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS
 
 PG_BIN = Path(os.environ.get("IAIN_PG_BIN", "/usr/lib/postgresql/15/bin"))
 _counter = itertools.count()
@@ -256,9 +257,6 @@ def settings_with(settings: ShareSettings, **changes: object) -> ShareSettings:
     return replace(settings, **changes)  # type: ignore[arg-type]
 
 
-CHROMIUM = Path(os.environ.get("IAIN_CHROMIUM", "/usr/bin/chromium"))
-
-
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     """Debian's chromium through Playwright (never a downloaded browser).
@@ -270,8 +268,6 @@ def chromium() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} not found: run `make install` (installs Debian's chromium)")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()

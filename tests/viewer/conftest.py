@@ -7,7 +7,6 @@ and a stub backend for the overlay contract the real app does not serve yet.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -24,7 +23,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, REPO_ROOT
 from tests.viewer._stub_backend import LiveServer, StubSlide, create_stub_app
 from tests.viewer.pyramids import synthetic_rgb, write_pyramid
 from viewer.app import create_app
@@ -116,17 +115,6 @@ def live_server(app: FastAPI) -> Iterator[str]:
 
 # ---------------------------------------------------------------- browser tests
 
-CHROMIUM = Path(os.environ.get("IAIN_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 # The ruler slide: two red discs RULER_GAP_PX apart on one row, four blue discs at the corners
