@@ -1,0 +1,171 @@
+"""Owner-centre review: who, at which centre, looked at one of our slides, when, where, and why.
+
+Read from the hash-chained audit trail (the only record of access) and the shares table:
+
+- ``slide.view`` records are aggregated views (regions = tile ranges per level); a peer node's
+  views carry ``peer`` and ``share`` (its actor is ``user@node``), a local user's centre comes
+  from the accounts table;
+- ``federation.*`` records are peer requests one by one (info, refusals);
+- each share names the request it serves (``opinion_id``) or the teaching collection that made
+  it (its note), so every access is tied to "under which share or second-opinion request".
+
+Only the slide's centre's admin may ask (``authorize(..., Action.ACCESS_REVIEW, ...)``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from share import audit
+from share.accounts import Accounts
+from share.authz import Action, AuditScope, Principal, authorize
+from share.errors import ForbiddenError, SlideNotFoundError
+from share.federation import Share
+from share.models import User
+from share.shares import DbShareRegistry
+
+__all__ = ["AccessReview"]
+
+logger = logging.getLogger(__name__)
+
+_ACCESS_ACTIONS = ("slide.view", "federation.info", "federation.tile", "slide.associated")
+
+
+def _share_json(share: Share, now: datetime) -> dict[str, Any]:
+    live = share.revoked_at is None and share.expires_at > now
+    return {
+        "share_id": share.share_id,
+        "recipient": {
+            "kind": share.recipient.kind.value,
+            "centre": share.recipient.centre,
+            "name": share.recipient.name,
+        },
+        "permission": share.permission.value,
+        "pseudonym": share.pseudonym,
+        "note": share.note,
+        "expires_at": share.expires_at.isoformat(),
+        "revoked_at": share.revoked_at.isoformat() if share.revoked_at else None,
+        "live": live,
+    }
+
+
+class AccessReview:
+    """The per-slide access report of a centre (the service behind ``/api/review``)."""
+
+    def __init__(self, accounts: Accounts, shares: DbShareRegistry) -> None:
+        self.accounts = accounts
+        self.shares = shares
+
+    def _check(self, who: Principal, slide_id: str | None) -> None:
+        decision = authorize(who, Action.ACCESS_REVIEW, AuditScope(who.centre, slide_id))
+        if not decision:
+            raise ForbiddenError(f"access review: {decision.reason}")
+
+    def slides(self, who: Principal) -> list[dict[str, Any]]:
+        """Every slide of the caller's centre with its access counts and live shares."""
+        self._check(who, None)
+        now = datetime.now(UTC)
+        ours = [(r.slide_id, name) for r, name in self.accounts.slides() if r.centre == who.centre]
+        local_centres = self._user_centres()
+        shares_by_slide: dict[str, list[Share]] = {}
+        for share in self.shares.owned_by(who.centre):
+            shares_by_slide.setdefault(share.slide_id, []).append(share)
+        accesses: dict[str, list[dict[str, Any]]] = {}
+        for rec in audit.records(self.accounts.db, centre_id=who.centre):
+            if rec["slide_id"] and rec["action"] in _ACCESS_ACTIONS:
+                accesses.setdefault(rec["slide_id"], []).append(rec)
+        out = []
+        for slide_id, name in sorted(ours, key=lambda pair: pair[1]):
+            recs = accesses.get(slide_id, [])
+            centres = sorted({self._who(r, local_centres)[1] for r in recs if r["outcome"] == "ok"})
+            shares = shares_by_slide.get(slide_id, [])
+            out.append(
+                {
+                    "slide_id": slide_id,
+                    "name": name,
+                    "accesses": len(recs),
+                    "centres": centres,
+                    "last_access": recs[-1]["at"] if recs else None,
+                    "live_shares": sum(
+                        1 for s in shares if s.revoked_at is None and s.expires_at > now
+                    ),
+                }
+            )
+        return out
+
+    def slide(self, who: Principal, slide_id: str) -> dict[str, Any]:
+        """Accesses of one slide, oldest first, and its shares (live or ended)."""
+        ref = self.accounts.slide(slide_id)
+        if ref is None or ref.centre != who.centre:
+            raise SlideNotFoundError(slide_id)
+        self._check(who, slide_id)
+        now = datetime.now(UTC)
+        shares = [s for s in self.shares.owned_by(who.centre) if s.slide_id == slide_id]
+        by_id = {s.share_id: s for s in shares}
+        opinions = self._opinion_of([s.share_id for s in shares])
+        local_centres = self._user_centres()
+        accesses = []
+        for rec in audit.records(self.accounts.db, centre_id=who.centre, slide_id=slide_id):
+            if rec["action"] not in _ACCESS_ACTIONS:
+                continue
+            user, centre = self._who(rec, local_centres)
+            detail = rec["detail"]
+            share_id = detail.get("share")
+            if share_id is None and centre != who.centre:
+                # A user of another centre on this node: the share to their centre granted it.
+                share_id = next((s.share_id for s in shares if s.recipient.centre == centre), None)
+            share = by_id.get(str(share_id)) if share_id else None
+            accesses.append(
+                {
+                    "at": rec["at"],
+                    "since": detail.get("since"),
+                    "user": user,
+                    "centre": centre,
+                    "action": rec["action"],
+                    "outcome": rec["outcome"],
+                    "share_id": share_id,
+                    "opinion_id": opinions.get(str(share_id)) if share_id else None,
+                    "share_note": share.note if share is not None else None,
+                    "regions": detail.get("regions"),
+                    "tiles": detail.get("tiles"),
+                    "seq": rec["seq"],
+                }
+            )
+        return {
+            "slide_id": slide_id,
+            "accesses": accesses,
+            "shares": [_share_json(s, now) for s in shares],
+        }
+
+    @staticmethod
+    def _who(rec: dict[str, Any], local_centres: dict[str, str]) -> tuple[str, str]:
+        """(user, centre) of a record: ``user@node`` for peers, else the account's centre."""
+        actor = str(rec["actor"])
+        peer = rec["detail"].get("peer")
+        if peer:
+            user, _, node = actor.rpartition("@")
+            return (user or actor), str(peer or node)
+        return actor, local_centres.get(actor, "?")
+
+    def _user_centres(self) -> dict[str, str]:
+        with self.accounts.db.session() as s:
+            rows = s.execute(select(User.username, User.centre_id)).all()
+        return {str(u): str(c) for u, c in rows}
+
+    def _opinion_of(self, share_ids: Sequence[str]) -> dict[str, int]:
+        from share.opinion_models import ShareRow  # the table the share registry owns
+
+        if not share_ids:
+            return {}
+        with self.accounts.db.session() as s:
+            rows = s.execute(
+                select(ShareRow.share_id, ShareRow.opinion_id).where(
+                    ShareRow.share_id.in_(list(share_ids)), ShareRow.opinion_id.is_not(None)
+                )
+            ).all()
+        return {str(sid): int(oid) for sid, oid in rows if oid is not None}
