@@ -195,3 +195,87 @@ def test_collection_is_deidentified_and_the_owner_reviews_every_access(
             login(rouen_admin, "rouen-admin")
             assert rouen_admin.get(f"/api/review/slides/{node.slide}").status_code == 404
             assert rouen_admin.get("/api/review/slides").json() == []
+
+
+def _browser_login(chromium: Any, url: str, user: str) -> tuple[Any, Any, list[str]]:
+    context = chromium.new_context(viewport={"width": 1600, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    answer = page.request.post(
+        f"{url}/api/login", data={"username": user, "password": f"{user}-password"}
+    )
+    assert answer.status == 200
+    return context, page, errors
+
+
+@pytest.mark.browser
+def test_collection_page_opens_a_region_and_the_admin_revokes_from_the_review_page(
+    caen_node: CaenNode, canary_slide: CanarySlide, chromium: Any
+) -> None:
+    node = caen_node
+    with httpx.Client(base_url=node.url, timeout=10) as caen:
+        headers = login(caen, "caen-patho")
+        body = {
+            "title": "Canary teaching set",
+            "audience": ["rouen"],
+            "items": [
+                {
+                    "slide_id": node.slide,
+                    "regions": [
+                        {"x": 256, "y": 256, "w": 512, "h": 400, "caption": "glands"},
+                        {"x": 1000, "y": 1200, "w": 300, "h": 300, "caption": "stroma"},
+                    ],
+                }
+            ],
+        }
+        created = caen.post("/api/collections", json=body, headers=headers).json()
+    share_id = created["items"][0]["shares"]["rouen"]
+
+    context, page, errors = _browser_login(chromium, node.url, "rouen-patho")
+    try:
+        page.goto(f"{node.url}/collections")
+        page.wait_for_function("document.body.dataset.state === 'open'")
+        assert "Canary teaching set" in page.text_content("#collections")  # type: ignore[operator]
+        assert "glands" in page.text_content("#collections")  # type: ignore[operator]
+        _assert_clean(page.content().encode(), canary_slide)
+        page.click("text=region 2")
+        page.wait_for_function("document.body.dataset.state === 'open'", timeout=15_000)
+        page.evaluate("iainRcp.settled()")
+        centre = page.evaluate(
+            "(() => { const c = iainRcp.centreUm(0, false), m = iainRcp.panes[0].mpp;"
+            " return {x: c.x / m.x, y: c.y / m.y, n: iainRcp.panes.length}; })()"
+        )
+        assert centre["n"] == 1
+        assert centre["x"] == pytest.approx(1150, abs=2) and centre["y"] == pytest.approx(
+            1350, abs=2
+        )
+        _assert_clean(page.content().encode(), canary_slide)
+        # Both regions side by side, moving together.
+        page.goto(f"{node.url}/rcp?collection={created['id']}&item=0")
+        page.wait_for_function("document.body.dataset.state === 'open'", timeout=15_000)
+        assert page.evaluate("iainRcp.panes.length") == 2
+        assert errors == []
+    finally:
+        context.close()
+
+    context, page, errors = _browser_login(chromium, node.url, "caen-admin")
+    try:
+        page.goto(f"{node.url}/review")
+        page.wait_for_function("document.body.dataset.state === 'open'")
+        page.click(f"tr[data-slide='{node.slide}']")
+        page.wait_for_function("document.body.dataset.state === 'slide'")
+        accesses = page.text_content("#review-accesses") or ""
+        assert "rouen-patho" in accesses and share_id in accesses
+        page.click(f"button[data-share='{share_id}']")
+        page.wait_for_function(
+            f"document.querySelector(\"button[data-share='{share_id}']\").disabled"
+        )
+        assert "revoked" in (page.text_content("#review-shares") or "")
+        assert errors == []
+    finally:
+        context.close()
+    with httpx.Client(base_url=node.url, timeout=10) as rouen:
+        login(rouen, "rouen-patho")
+        assert rouen.get(f"/api/collections/{created['id']}").status_code == 200  # still listed
+        assert rouen.get(created["items"][0]["dzi"]).status_code == 404  # pixels ended
