@@ -286,6 +286,49 @@ class Collections:
         head["revoked"] = row.revoked_at is not None
         return head
 
+    def for_peer(self, centre: str, user: str, groups: Sequence[str]) -> list[dict[str, Any]]:
+        """What a peer node's user (``user`` at node ``centre``) may read: live collections shown
+        to ``centre``, de-identified, each item naming the share that serves its pixels.
+
+        Every collection returned is a ``collection.read`` record here, at the owner."""
+        if POOL_GROUP not in groups:
+            return []  # collection shares go to a centre's pool: nothing for non-clinicians
+        now = datetime.now(UTC)
+        out = []
+        with self.accounts.db.session() as s:
+            rows = s.scalars(
+                select(CollectionRow)
+                .where(CollectionRow.revoked_at.is_(None))
+                .order_by(CollectionRow.id.desc())
+                .limit(1000)
+            ).all()
+            for row in rows:
+                if _aware(row.expires_at) <= now or centre not in json.loads(row.audience):
+                    continue
+                items = s.scalars(
+                    select(CollectionItemRow)
+                    .where(CollectionItemRow.collection_id == row.id)
+                    .order_by(CollectionItemRow.position)
+                ).all()
+                audit.append(
+                    s,
+                    actor=f"{user}@{centre}"[:150],
+                    action="collection.read",
+                    centre_id=row.owner_centre,
+                    detail={"collection": row.id, "reader_centre": centre, "peer": centre},
+                )
+                head = self._head(row)
+                del head["audience"]  # which other centres got it is the owner's business
+                head["items"] = [
+                    {
+                        **self._public_item(item),
+                        "share_id": json.loads(item.shares).get(centre),
+                    }
+                    for item in items
+                ]
+                out.append(head)
+        return out
+
     def _visible(self, s: Session, who: Principal, collection_id: int) -> CollectionRow:
         """The row, or the same 404 for an unknown, expired-and-foreign or unshared one."""
         row = s.get(CollectionRow, collection_id)
@@ -319,7 +362,8 @@ class Collections:
             logger.warning("collection slide %s not described: %s", pseudonym, type(exc).__name__)
             return None
 
-    def _item(self, item: CollectionItemRow, who: Principal, decision: Decision) -> dict[str, Any]:
+    def _public_item(self, item: CollectionItemRow) -> dict[str, Any]:
+        """An item as anyone allowed to read the collection may see it (no slide id)."""
         info = self._info(item.slide_id, item.pseudonym)
         mpp_x = info.mpp_x if info is not None else None
         mpp_y = info.mpp_y if info is not None else None
@@ -334,13 +378,16 @@ class Collections:
                     "h": r["h"] * mpp_y,
                 }
             regions.append(region)
-        shares: dict[str, str] = json.loads(item.shares)
-        out: dict[str, Any] = {
+        return {
             "pseudonym": item.pseudonym,
             "note": item.note,
             "regions": regions,
             "info": info.as_json() if info is not None else None,
         }
+
+    def _item(self, item: CollectionItemRow, who: Principal, decision: Decision) -> dict[str, Any]:
+        out = self._public_item(item)
+        shares: dict[str, str] = json.loads(item.shares)
         if decision.pseudonymised:
             # A reader of another centre on this node: the share to their centre grants the
             # tiles (pseudonymised, audited at the owner); nothing but the opaque id names it.

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from share import annotations_router, audit, collections_router, opinions_router, review_router
 from share.accounts import Accounts, SessionInfo
 from share.authz import Action, AuditScope, Decision, Principal, authorize
+from share.collections_federation import install_collections_federation
 from share.config import ShareSettings
 from share.db import Database, open_database
 from share.errors import ForbiddenError, NotFoundError, SlideNotFoundError
@@ -258,4 +259,5 @@ def install_share(
     review_router.install_review(app, accounts, opinions.shares)
     if settings.federation_file:
         install_federation(app, accounts, opinions.shares, source_of)
+        install_collections_federation(app, accounts)
     return accounts

@@ -2,10 +2,11 @@
 view and the owner centre's access review.
 
 ``GET /rcp?slides=a,b[,c,d]`` shows 2-4 slides side by side in synchronised viewers (in µm, so
-slides of different mpp line up); ``GET /rcp?collection=N&item=I[&region=J]`` shows one
-collection slide's pinned regions (or one of them). ``GET /collections`` lists the teaching
-collections the caller may read; ``GET /review`` is the centre admin's access review. The pages
-are shells: every fact comes from the JSON APIs, which decide who may see what.
+slides of different mpp line up); ``GET /rcp?collection=N&item=I[&region=J][&peer=P]`` shows
+one collection slide's pinned regions (or one of them), of this node or of peer node P.
+``GET /collections`` lists the teaching collections the caller may read; ``GET /review`` is
+the centre admin's access review. The pages are shells: every fact comes from the JSON APIs,
+which decide who may see what.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def rcp_page(
     collection: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     item: Annotated[int, Query(ge=0, le=1000)] = 0,
     region: Annotated[int | None, Query(ge=0, le=1000)] = None,
+    peer: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9-]{0,31}$")] = None,
 ) -> HTMLResponse:
     """Tumour-board view: 2-4 slides, or a collection slide's pinned regions, side by side."""
     ids: list[str] = []
@@ -84,6 +86,7 @@ def rcp_page(
     config = {
         "slides": ids,
         "collection": collection,
+        "peer": peer,  # a collection of another node, read through this node's share proxy
         "item": item,
         "region": region,
         "osdPrefix": f"{OPENSEADRAGON_URL}/images/",

@@ -24,14 +24,16 @@
     const section = el("section");
     section.dataset.collection = String(c.id);
     section.appendChild(el("h2", "", c.title));
-    const shown = c.audience.length ? `shown to ${c.audience.join(", ")}` : "own centre only";
+    const audience = c.audience || [];
+    const shown = c.peer ? `from ${c.peer}` : (audience.length ? `shown to ${audience.join(", ")}` : "own centre only");
     section.appendChild(el("p", "meta", `${c.owner_centre} · ${shown}`));
     if (c.description) section.appendChild(el("p", "", c.description));
     const items = el("ol");
     c.items.forEach((item, i) => {
       const li = el("li");
       li.dataset.pseudonym = item.pseudonym;
-      const base = `/rcp?collection=${encodeURIComponent(c.id)}&item=${i}`;
+      const peer = c.peer ? `&peer=${encodeURIComponent(c.peer)}` : "";
+      const base = `/rcp?collection=${encodeURIComponent(c.id)}&item=${i}${peer}`;
       li.appendChild(link(item.pseudonym, base));
       if (item.note) li.append(` — ${item.note}`);
       if (item.regions.length) {
@@ -50,12 +52,19 @@
     return section;
   }
 
+  // Collections of other nodes come whole from /api/shared-collections (404: no federation).
+  const remote = fetch("/api/shared-collections")
+    .then((r) => (r.ok ? r.json() : { collections: [], unavailable: [] }))
+    .catch(() => ({ collections: [], unavailable: [] }));
   fetch("/api/collections")
     .then((r) => { if (!r.ok) throw new Error(`HTTP ${r.status}`); return r.json(); })
-    .then((heads) => Promise.all(heads.map((h) =>
-      fetch(`/api/collections/${encodeURIComponent(h.id)}`).then((r) => (r.ok ? r.json() : null)))))
-    .then((collections) => {
-      const shown = collections.filter(Boolean);
+    .then((heads) => Promise.all([remote, ...heads.map((h) =>
+      fetch(`/api/collections/${encodeURIComponent(h.id)}`).then((r) => (r.ok ? r.json() : null)))]))
+    .then(([peers, ...collections]) => {
+      const shown = collections.filter(Boolean).concat(peers.collections);
+      for (const u of peers.unavailable) {
+        list.appendChild(el("p", "status", `Centre ${u.peer} did not answer (${u.error}).`));
+      }
       status.textContent = shown.length ? "" : "No teaching collection is shared with you.";
       for (const c of shown) list.appendChild(render(c));
       document.body.dataset.state = "open";

@@ -211,13 +211,27 @@
     });
   }
 
+  /** A tile source over this node's proxy of a peer's share (storage level 0 = full size). */
+  function sharedSource(url, info) {
+    const maxLevel = Math.ceil(Math.log2(Math.max(info.width, info.height)));
+    return {
+      width: info.width, height: info.height, tileSize: info.tile_width, tileOverlap: 0,
+      minLevel: Math.max(0, maxLevel - info.level_count + 1), maxLevel,
+      getTileUrl: (level, x, y) => `${url}/tiles/${maxLevel - level}/${x}_${y}.jpeg`,
+    };
+  }
+
   async function fromCollection(cid, itemIndex, regionIndex) {
-    const c = await json(`/api/collections/${encodeURIComponent(cid)}`);
+    const url = cfg.peer
+      ? `/api/shared-collections/${encodeURIComponent(cfg.peer)}/${encodeURIComponent(cid)}`
+      : `/api/collections/${encodeURIComponent(cid)}`;
+    const c = await json(url);
     const item = c.items[itemIndex];
     if (!item) throw new Error("No such slide in this collection.");
     $("rcp-title").textContent = c.title;
     const info = item.info || {};
-    const common = { dzi: item.dzi, mpp_x: info.mpp_x, mpp_y: info.mpp_y, overlays: [] };
+    const dzi = item.shared ? sharedSource(item.shared, info) : item.dzi;
+    const common = { dzi, mpp_x: info.mpp_x, mpp_y: info.mpp_y, overlays: [] };
     let regions = item.regions.map((r, j) => ({ r, j }));
     if (regionIndex !== null) regions = regions.filter((x) => x.j === regionIndex);
     if (regions.length === 0) return [{ ...common, title: item.pseudonym }];
