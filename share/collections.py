@@ -139,24 +139,47 @@ class Collections:
         pseudonyms = [new_pseudonym() for _ in draft.items]
         for item, pseudonym in zip(draft.items, pseudonyms, strict=True):
             self._check_regions(item, pseudonym)
-        # Shares first (each is audited as share.create): a failure leaves no collection row.
+        # Shares first (each is audited as share.create); if anything then fails, they are
+        # revoked again, so no share outlives a collection that was never made.
         item_shares: list[dict[str, str]] = []
-        for item, pseudonym in zip(draft.items, pseudonyms, strict=True):
-            made = {}
-            for centre in audience:
-                share = self.shares.create(
-                    who,
-                    NewShare(
-                        slide_id=item.slide_id,
-                        recipient=Recipient(RecipientKind.GROUP, centre, POOL_GROUP),
-                        permission=Permission.VIEW,
-                        expires_at=expires,
-                        note=f"teaching collection: {draft.title}"[:2000],
-                        pseudonym=pseudonym,
-                    ),
-                )
-                made[centre] = share.share_id
-            item_shares.append(made)
+        try:
+            for item, pseudonym in zip(draft.items, pseudonyms, strict=True):
+                made: dict[str, str] = {}
+                item_shares.append(made)
+                for centre in audience:
+                    share = self.shares.create(
+                        who,
+                        NewShare(
+                            slide_id=item.slide_id,
+                            recipient=Recipient(RecipientKind.GROUP, centre, POOL_GROUP),
+                            permission=Permission.VIEW,
+                            expires_at=expires,
+                            note=f"teaching collection: {draft.title}"[:2000],
+                            pseudonym=pseudonym,
+                        ),
+                    )
+                    made[centre] = share.share_id
+            collection_id = self._insert(
+                who, draft, audience, pseudonyms, item_shares, now, expires
+            )
+        except Exception:
+            for made in item_shares:
+                for share_id in made.values():
+                    self.shares.revoke(who.username, share_id)
+            raise
+        logger.info("collection %d created for %d centres", collection_id, len(audience))
+        return self.get(who, collection_id, audited=False)
+
+    def _insert(
+        self,
+        who: Principal,
+        draft: CollectionDraft,
+        audience: list[str],
+        pseudonyms: list[str],
+        item_shares: list[dict[str, str]],
+        now: datetime,
+        expires: datetime,
+    ) -> int:
         with self.accounts.db.session() as s:
             row = CollectionRow(
                 owner_centre=who.centre,
@@ -191,9 +214,7 @@ class Collections:
                 centre_id=who.centre,
                 detail={"collection": row.id, "audience": audience, "slides": len(draft.items)},
             )
-            collection_id = row.id
-        logger.info("collection %d created for %d centres", collection_id, len(audience))
-        return self.get(who, collection_id, audited=False)
+            return row.id
 
     def _check_regions(self, item: CollectionItem, pseudonym: str) -> None:
         info = self._info(item.slide_id, pseudonym)
