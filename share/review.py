@@ -14,19 +14,19 @@ Only the slide's centre's admin may ask (``authorize(..., Action.ACCESS_REVIEW, 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from share import audit
 from share.accounts import Accounts
 from share.authz import Action, AuditScope, Principal, authorize
 from share.errors import ForbiddenError, SlideNotFoundError
 from share.federation import Share
-from share.models import User
+from share.models import AuditRecord, User
 from share.shares import DbShareRegistry
 
 __all__ = ["AccessReview"]
@@ -34,6 +34,7 @@ __all__ = ["AccessReview"]
 logger = logging.getLogger(__name__)
 
 _ACCESS_ACTIONS = ("slide.view", "federation.info", "federation.tile", "slide.associated")
+MAX_ACCESSES = 5000  # per slide, newest first: a page, not an export (the audit export is that)
 
 
 def _share_json(share: Share, now: datetime) -> dict[str, Any]:
@@ -54,6 +55,27 @@ def _share_json(share: Share, now: datetime) -> dict[str, Any]:
     }
 
 
+def _who(actor: str, detail: dict[str, Any], local_centres: dict[str, str]) -> tuple[str, str]:
+    """(user, centre) of a record: ``user@node`` for a peer's, else the account's centre."""
+    peer = detail.get("peer")
+    if peer:
+        user, _, _ = actor.rpartition("@")
+        return (user or actor), str(peer)
+    if actor in local_centres:
+        return actor, local_centres[actor]
+    return _split_peer(actor)
+
+
+def _centre_of(actor: str, local_centres: dict[str, str]) -> str:
+    return local_centres[actor] if actor in local_centres else _split_peer(actor)[1]
+
+
+def _split_peer(actor: str) -> tuple[str, str]:
+    # Peer actors are "user@node" (FederationAuditTrail); anything else is an unknown local name.
+    user, at, node = actor.rpartition("@")
+    return (user, node) if at and user else (actor, "?")
+
+
 class AccessReview:
     """The per-slide access report of a centre (the service behind ``/api/review``)."""
 
@@ -67,36 +89,54 @@ class AccessReview:
             raise ForbiddenError(f"access review: {decision.reason}")
 
     def slides(self, who: Principal) -> list[dict[str, Any]]:
-        """Every slide of the caller's centre with its access counts and live shares."""
+        """Every slide of the caller's centre with its access counts and live shares.
+
+        Aggregated in SQL per (slide, actor, outcome): the whole trail counts, however long.
+        """
         self._check(who, None)
         now = datetime.now(UTC)
         ours = [(r.slide_id, name) for r, name in self.accounts.slides() if r.centre == who.centre]
         local_centres = self._user_centres()
-        shares_by_slide: dict[str, list[Share]] = {}
+        live: dict[str, int] = {}
         for share in self.shares.owned_by(who.centre):
-            shares_by_slide.setdefault(share.slide_id, []).append(share)
-        accesses: dict[str, list[dict[str, Any]]] = {}
-        for rec in audit.records(self.accounts.db, centre_id=who.centre):
-            if rec["slide_id"] and rec["action"] in _ACCESS_ACTIONS:
-                accesses.setdefault(rec["slide_id"], []).append(rec)
-        out = []
-        for slide_id, name in sorted(ours, key=lambda pair: pair[1]):
-            recs = accesses.get(slide_id, [])
-            centres = sorted({self._who(r, local_centres)[1] for r in recs if r["outcome"] == "ok"})
-            shares = shares_by_slide.get(slide_id, [])
-            out.append(
-                {
-                    "slide_id": slide_id,
-                    "name": name,
-                    "accesses": len(recs),
-                    "centres": centres,
-                    "last_access": recs[-1]["at"] if recs else None,
-                    "live_shares": sum(
-                        1 for s in shares if s.revoked_at is None and s.expires_at > now
-                    ),
-                }
-            )
-        return out
+            if share.revoked_at is None and share.expires_at > now:
+                live[share.slide_id] = live.get(share.slide_id, 0) + 1
+        counts: dict[str, int] = {}
+        last: dict[str, str] = {}
+        centres: dict[str, set[str]] = {}
+        with self.accounts.db.session() as s:
+            rows = s.execute(
+                select(
+                    AuditRecord.slide_id,
+                    AuditRecord.actor,
+                    AuditRecord.outcome,
+                    func.count(),
+                    func.max(AuditRecord.at),
+                )
+                .where(
+                    AuditRecord.centre_id == who.centre,
+                    AuditRecord.slide_id.is_not(None),
+                    AuditRecord.action.in_(_ACCESS_ACTIONS),
+                )
+                .group_by(AuditRecord.slide_id, AuditRecord.actor, AuditRecord.outcome)
+            ).all()
+        for slide_id, actor, outcome, n, at in rows:
+            sid = str(slide_id)
+            counts[sid] = counts.get(sid, 0) + int(n)
+            last[sid] = max(last.get(sid, ""), str(at))
+            if outcome == "ok":
+                centres.setdefault(sid, set()).add(_centre_of(str(actor), local_centres))
+        return [
+            {
+                "slide_id": slide_id,
+                "name": name,
+                "accesses": counts.get(slide_id, 0),
+                "centres": sorted(centres.get(slide_id, ())),
+                "last_access": last.get(slide_id),
+                "live_shares": live.get(slide_id, 0),
+            }
+            for slide_id, name in sorted(ours, key=lambda pair: pair[1])
+        ]
 
     def slide(self, who: Principal, slide_id: str) -> dict[str, Any]:
         """Accesses of one slide, oldest first, and its shares (live or ended)."""
@@ -110,11 +150,20 @@ class AccessReview:
         opinions = self._opinion_of([s.share_id for s in shares])
         local_centres = self._user_centres()
         accesses = []
-        for rec in audit.records(self.accounts.db, centre_id=who.centre, slide_id=slide_id):
-            if rec["action"] not in _ACCESS_ACTIONS:
-                continue
-            user, centre = self._who(rec, local_centres)
-            detail = rec["detail"]
+        with self.accounts.db.session() as s:
+            recs = s.scalars(
+                select(AuditRecord)
+                .where(
+                    AuditRecord.centre_id == who.centre,
+                    AuditRecord.slide_id == slide_id,
+                    AuditRecord.action.in_(_ACCESS_ACTIONS),
+                )
+                .order_by(AuditRecord.seq.desc())
+                .limit(MAX_ACCESSES)
+            ).all()
+        for rec in reversed(recs):
+            detail = json.loads(rec.detail)
+            user, centre = _who(rec.actor, detail, local_centres)
             share_id = detail.get("share")
             if share_id is None and centre != who.centre:
                 # A user of another centre on this node: the share to their centre granted it.
@@ -122,18 +171,18 @@ class AccessReview:
             share = by_id.get(str(share_id)) if share_id else None
             accesses.append(
                 {
-                    "at": rec["at"],
+                    "at": rec.at,
                     "since": detail.get("since"),
                     "user": user,
                     "centre": centre,
-                    "action": rec["action"],
-                    "outcome": rec["outcome"],
+                    "action": rec.action,
+                    "outcome": rec.outcome,
                     "share_id": share_id,
                     "opinion_id": opinions.get(str(share_id)) if share_id else None,
                     "share_note": share.note if share is not None else None,
                     "regions": detail.get("regions"),
                     "tiles": detail.get("tiles"),
-                    "seq": rec["seq"],
+                    "seq": rec.seq,
                 }
             )
         return {
@@ -141,16 +190,6 @@ class AccessReview:
             "accesses": accesses,
             "shares": [_share_json(s, now) for s in shares],
         }
-
-    @staticmethod
-    def _who(rec: dict[str, Any], local_centres: dict[str, str]) -> tuple[str, str]:
-        """(user, centre) of a record: ``user@node`` for peers, else the account's centre."""
-        actor = str(rec["actor"])
-        peer = rec["detail"].get("peer")
-        if peer:
-            user, _, node = actor.rpartition("@")
-            return (user or actor), str(peer or node)
-        return actor, local_centres.get(actor, "?")
 
     def _user_centres(self) -> dict[str, str]:
         with self.accounts.db.session() as s:
