@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -85,3 +86,92 @@ def test_demo_splits_the_slides_over_three_nodes(
     )
     with sqlite3.connect(data / "iain.db") as db:
         assert len(list(db.execute("SELECT slide_id FROM slides"))) == 2
+
+
+@pytest.mark.slow
+def test_demo_serves_three_nodes_that_share_with_each_other(
+    slides_dir: Path, tmp_path: Path
+) -> None:
+    """The real ``iain demo`` processes: Caen shares a slide with Lille's pool, Lille's
+    pathologist reads its tile through Lille's node, Caen's admin sees the access."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.conftest import REPO_ROOT
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name in ("CMU-1-Small-Region.svs", "small.svs"):
+        (slides / name).symlink_to(slides_dir / name)
+    base = 18_000 + os.getpid() % 1000 * 3
+    command = [sys.executable, "-m", "viewer", "demo", "--slides", str(slides)]
+    command += ["--data", str(tmp_path / "data"), "--port", str(base)]
+    env = os.environ | {
+        "PYTHONPATH": str(REPO_ROOT),
+        "IAIN_SERVER": "uvicorn",
+        "IAIN_LOOP": "asyncio",
+    }
+    log = (tmp_path / "demo.log").open("wb")
+    demo = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
+    urls = [f"http://127.0.0.1:{base + i}" for i in range(3)]
+    try:
+        deadline = time.monotonic() + 120
+        while not all(_up(url) for url in urls):
+            assert demo.poll() is None, (tmp_path / "demo.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the three nodes did not start"
+            time.sleep(0.5)
+        with (
+            httpx.Client(base_url=urls[0]) as caen,
+            httpx.Client(base_url=urls[2]) as lille,
+            httpx.Client(base_url=urls[0]) as admin,
+        ):
+            _share_and_read(caen, lille, admin)
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            demo.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            demo.wait()
+        log.close()
+    assert not any(_up(url) for url in urls)  # Ctrl-C stops all three
+
+
+def _up(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _share_and_read(caen: Any, lille: Any, admin: Any) -> None:
+    token = caen.post(
+        "/api/login", json={"username": "caen-patho", "password": "demo-caen-patho"}
+    ).json()["csrf_token"]
+    (slide,) = [s for s in caen.get("/api/slides").json() if s["name"].startswith("CMU")]
+    share = caen.post(
+        "/api/shares",
+        json={
+            "slide_id": slide["id"],
+            "recipient": {"kind": "group", "centre": "lille", "name": "pool"},
+            "expires_at": "2099-01-01T00:00:00Z",
+        },
+        headers={"x-csrf-token": token},
+    )
+    assert share.status_code == 201, share.text
+    lille.post("/api/login", json={"username": "lille-patho", "password": "demo-lille-patho"})
+    (seen,) = lille.get("/shared").json()["slides"]
+    assert seen["peer"] == "caen" and seen["pseudonym"] == share.json()["pseudonym"]
+    tile = lille.get(f"/shared/caen/{seen['share_id']}/tiles/0/0_0.jpeg")
+    assert tile.status_code == 200
+    admin.post("/api/login", json={"username": "caen-admin", "password": "demo-caen-admin"})
+    review = admin.get(f"/api/review/slides/{slide['id']}").json()
+    views = [(a["user"], a["centre"]) for a in review["accesses"] if a["action"] == "slide.view"]
+    assert views == [("lille-patho", "lille")]
