@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -27,7 +27,7 @@ from share.authz import Action, AuditScope, Principal, authorize
 from share.errors import ForbiddenError, SlideNotFoundError
 from share.federation import Share
 from share.models import AuditRecord, User
-from share.shares import DbShareRegistry
+from share.shares import POOL_GROUP, DbShareRegistry
 
 __all__ = ["AccessReview"]
 
@@ -74,6 +74,26 @@ def _split_peer(actor: str) -> tuple[str, str]:
     # Peer actors are "user@node" (FederationAuditTrail); anything else is an unknown local name.
     user, at, node = actor.rpartition("@")
     return (user, node) if at and user else (actor, "?")
+
+
+def _granting_share(shares: Sequence[Share], user: str, centre: str, at: str) -> str | None:
+    """The share (to ``user`` first, else to their centre's pool) live at ``at``, if any."""
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        when = None
+    candidates = []
+    for share in shares:
+        if share.recipient.centre != centre or share.recipient.name not in (user, POOL_GROUP):
+            continue
+        if when is not None and (
+            # "since" is kept to the second: a share made in that second may have granted it
+            (share.created_at is not None and share.created_at > when + timedelta(seconds=1))
+            or (share.revoked_at is not None and share.revoked_at < when)
+        ):
+            continue
+        candidates.append((share.recipient.name != user, share.share_id))
+    return min(candidates)[1] if candidates else None
 
 
 class AccessReview:
@@ -166,8 +186,9 @@ class AccessReview:
             user, centre = _who(rec.actor, detail, local_centres)
             share_id = detail.get("share")
             if share_id is None and centre != who.centre:
-                # A user of another centre on this node: the share to their centre granted it.
-                share_id = next((s.share_id for s in shares if s.recipient.centre == centre), None)
+                # A user of another centre on this node: the share that granted it (as
+                # ``local_grant`` decides: to them or their centre's pool, live at the time).
+                share_id = _granting_share(shares, user, centre, detail.get("since") or rec.at)
             share = by_id.get(str(share_id)) if share_id else None
             accesses.append(
                 {

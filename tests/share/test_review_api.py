@@ -48,3 +48,37 @@ def test_review_names_the_opinion_behind_an_access(
     listing = {s["slide_id"]: s for s in admin.get("/api/review/slides").json()}
     assert listing["s-caen"]["centres"] == ["lille"] and listing["s-caen"]["live_shares"] == 1
     assert listing["s-caen-2"]["centres"] == [] and listing["s-caen-2"]["accesses"] == 1
+
+
+def test_a_local_view_is_tied_to_the_share_that_granted_it() -> None:
+    from share.federation import Permission, Recipient, RecipientKind, Share
+    from share.review import _granting_share
+
+    t0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+    def share(share_id: str, kind: RecipientKind, name: str, **times: datetime) -> Share:
+        return Share(
+            share_id=share_id,
+            owner_centre="caen",
+            slide_id="s",
+            recipient=Recipient(kind, "lille", name),
+            permission=Permission.VIEW,
+            expires_at=t0 + timedelta(days=9),
+            pseudonym="SHR-x",
+            created_at=times.get("created_at", t0),
+            revoked_at=times.get("revoked_at"),
+        )
+
+    pool = share("pool-share", RecipientKind.GROUP, "pool")
+    mine = share("user-share", RecipientKind.USER, "dr.l", created_at=t0 + timedelta(hours=2))
+    ended = share("old", RecipientKind.USER, "dr.l", revoked_at=t0 + timedelta(minutes=5))
+    other = share("other", RecipientKind.USER, "dr.other")
+    shares = [pool, mine, ended, other]
+    at = (t0 + timedelta(hours=1)).isoformat()
+    assert _granting_share(shares, "dr.l", "lille", at) == "pool-share"  # "mine" came later
+    later = (t0 + timedelta(hours=3)).isoformat()
+    assert _granting_share(shares, "dr.l", "lille", later) == "user-share"  # own share first
+    assert _granting_share(shares, "dr.l", "rouen", later) is None
+    early = (t0 + timedelta(minutes=1)).isoformat()
+    assert _granting_share([ended, other], "dr.l", "lille", early) == "old"
+    assert _granting_share([ended, other], "dr.l", "lille", at) is None
