@@ -238,6 +238,7 @@ def test_collection_page_opens_a_region_and_the_admin_revokes_from_the_review_pa
         page.wait_for_function("document.body.dataset.state === 'open'")
         assert "Canary teaching set" in page.text_content("#collections")  # type: ignore[operator]
         assert "glands" in page.text_content("#collections")  # type: ignore[operator]
+        page.screenshot(path=str(_artifacts() / "collections-page.png"))
         _assert_clean(page.content().encode(), canary_slide)
         page.click("text=region 2")
         page.wait_for_function("document.body.dataset.state === 'open'", timeout=15_000)
@@ -255,6 +256,8 @@ def test_collection_page_opens_a_region_and_the_admin_revokes_from_the_review_pa
         page.goto(f"{node.url}/rcp?collection={created['id']}&item=0")
         page.wait_for_function("document.body.dataset.state === 'open'", timeout=15_000)
         assert page.evaluate("iainRcp.panes.length") == 2
+        page.evaluate("iainRcp.settled()")
+        page.screenshot(path=str(_artifacts() / "rcp-collection-regions.png"))
         assert errors == []
     finally:
         context.close()
@@ -272,6 +275,7 @@ def test_collection_page_opens_a_region_and_the_admin_revokes_from_the_review_pa
             f"document.querySelector(\"button[data-share='{share_id}']\").disabled"
         )
         assert "revoked" in (page.text_content("#review-shares") or "")
+        page.screenshot(path=str(_artifacts() / "review-page.png"))
         assert errors == []
     finally:
         context.close()
@@ -279,3 +283,11 @@ def test_collection_page_opens_a_region_and_the_admin_revokes_from_the_review_pa
         login(rouen, "rouen-patho")
         assert rouen.get(f"/api/collections/{created['id']}").status_code == 200  # still listed
         assert rouen.get(created["items"][0]["dzi"]).status_code == 404  # pixels ended
+
+
+def _artifacts() -> Path:
+    from tests.conftest import REPO_ROOT
+
+    path = REPO_ROOT / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path

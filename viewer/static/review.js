@@ -29,7 +29,9 @@
 
   function regions(r) {
     if (!r) return "";
-    return Object.entries(r).map(([level, b]) => `L${level}: cols ${b[0]}–${b[2]}, rows ${b[1]}–${b[3]}`)
+    // keys: storage level ("0" = full size) or DeepZoom level ("dz12": tiles of the viewer)
+    const name = (k) => (k.startsWith("dz") ? `DeepZoom ${k.slice(2)}` : `level ${k}`);
+    return Object.entries(r).map(([k, b]) => `${name(k)}: cols ${b[0]}–${b[2]}, rows ${b[1]}–${b[3]}`)
       .join("; ");
   }
 
