@@ -40,6 +40,10 @@ __all__ = ["install_share", "router"]
 
 logger = logging.getLogger(__name__)
 
+# /api/audit answers the newest records; the CLI export has no limit.
+AUDIT_EXPORT_DEFAULT = 10_000
+AUDIT_EXPORT_MAX = 100_000
+
 router = APIRouter()
 
 
@@ -181,8 +185,12 @@ def audit_trail(
     accounts: AccountsDep,
     slide_id: Annotated[str | None, Query(max_length=200)] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
+    limit: Annotated[int, Query(ge=1, le=AUDIT_EXPORT_MAX)] = AUDIT_EXPORT_DEFAULT,
 ) -> Response:
-    """Audit records of the caller's centre (admins), optionally one slide; JSON or CSV."""
+    """Audit records of the caller's centre (admins), optionally one slide; JSON or CSV.
+
+    The newest ``limit`` records, oldest first; ``X-Audit-Truncated: true`` says older ones
+    exist (the CLI ``iain audit export`` has no limit)."""
     if slide_id is not None:
         # Same 404 (and denial audit) as any slide route when unknown or not visible.
         request.app.state.slide_access(request, slide_id)
@@ -196,14 +204,16 @@ def audit_trail(
     if not decision:
         raise ForbiddenError(f"audit trail: {decision.reason}")
     request.app.state.view_aggregator.flush()
-    rows = audit.records(accounts.db, centre_id=centre, slide_id=slide_id)
+    rows = audit.records(accounts.db, centre_id=centre, slide_id=slide_id, limit=limit + 1)
+    truncated = len(rows) > limit
+    headers = {"X-Audit-Truncated": "true" if truncated else "false"}
+    rows = rows[1:] if truncated else rows
     if format == "csv":
+        headers["Content-Disposition"] = 'attachment; filename="audit.csv"'
         return Response(
-            audit.export_csv(rows),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
+            audit.export_csv(rows), media_type="text/csv; charset=utf-8", headers=headers
         )
-    return JSONResponse(rows)
+    return JSONResponse(rows, headers=headers)
 
 
 def install_share(
