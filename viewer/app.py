@@ -164,6 +164,9 @@ def create_app(
         app.state.ready = False
         for worker in workers:
             worker.stop()
+        recipient = getattr(app.state, "federation_recipient", None)
+        for client in recipient.clients.values() if recipient is not None else ():
+            client.close()  # peers' keep-alive connections (ResourceWarning otherwise)
         if share is not None:  # pending slide views into the audit trail, then close the DB
             app.state.view_aggregator.flush()
             app.state.accounts.db.dispose()
