@@ -255,5 +255,5 @@ def install_share(
     app.include_router(annotations_router.classes_router)
     opinions = opinions_router.install_opinions(app, accounts)
     if settings.federation_file:
-        install_federation(app, accounts, opinions.shares, source_of)
+        install_federation(app, accounts, opinions.shares, source_of, opinions)
     return accounts

@@ -1,0 +1,247 @@
+"""Second opinions across three real nodes (Caen, Rouen, Lille), through their HTTP APIs.
+
+Caen (the requester's node) keeps the request, its state machine, audit and notices; Lille's
+node lists what is asked of its users by asking its peers with signed requests, relays accept /
+decline / answer, and proxies annotations on the shared slide to Caen, where they are stored
+as ``lille:<user>``. Nothing identifying the slide crosses: the canary slide's planted
+identifiers appear in no answer of any new endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from share.signing import sign_request
+from tests.share.conftest_fed_nodes import FedNode, fed_nodes
+from tests.share.conftest_federation import (
+    CANARIES,
+    CANARY_FILE_NAME,
+    CanarySlide,
+    canary_slide,
+)
+
+__all__ = ["canary_slide", "fed_nodes"]  # fixtures used by name
+
+POLYGON = {"type": "Polygon", "coordinates": [[[600, 600], [900, 600], [900, 800], [600, 600]]]}
+
+
+def _caen_slide(caen: httpx.Client) -> str:
+    (slide,) = caen.get("/api/slides").json()
+    return str(slide["id"])
+
+
+def ask_lille(nodes: dict[str, FedNode], question: str = "HGPIN or carcinoma?") -> dict[str, Any]:
+    """Caen's pathologist drafts and sends a request to Lille's; returns it (Caen's view)."""
+    caen, headers = nodes["caen"].client("caen-patho")
+    with closing(caen):
+        slide_id = _caen_slide(caen)
+        body = {
+            "slide_ids": [slide_id],
+            "regions": [{"slide_id": slide_id, "x": 512, "y": 512, "w": 1024, "h": 768}],
+            "question": question,
+            "urgency": "urgent",
+            "due_at": (datetime.now(UTC) + timedelta(days=2)).isoformat(),
+            "consultant": {"centre": "lille", "username": "lille-patho"},
+        }
+        created = caen.post("/api/opinions", json=body, headers=headers)
+        assert created.status_code == 201, created.text
+        sent = caen.post(f"/api/opinions/{created.json()['id']}/send", headers=headers)
+        assert sent.status_code == 200, sent.text
+        return dict(sent.json())
+
+
+def _assert_clean(data: bytes, slide: CanarySlide, slide_id: str) -> None:
+    for text in (*CANARIES, CANARY_FILE_NAME, slide.sha256, slide_id):
+        assert text.encode() not in data, f"{text} leaked"
+
+
+def test_lille_consults_from_its_own_node(
+    fed_nodes: dict[str, FedNode], canary_slide: CanarySlide
+) -> None:
+    request = ask_lille(fed_nodes)
+    oid, slide_id = request["id"], request["slides"][0]["slide_id"]
+    lille, lh = fed_nodes["lille"].client("lille-patho")
+    rouen, _ = fed_nodes["rouen"].client("rouen-patho")
+    caen, ch = fed_nodes["caen"].client("caen-patho")
+    admin, _ = fed_nodes["caen"].client("caen-admin")
+    with closing(lille), closing(rouen), closing(caen), closing(admin):
+        inbox = lille.get("/api/inbox/opinions").json()
+        assert inbox["unavailable"] == []
+        (item,) = [o for o in inbox["opinions"] if o["id"] == oid]
+        assert (item["peer"], item["state"], item["urgency"]) == ("caen", "sent", "urgent")
+        (slide,) = item["slides"]
+        assert slide["pseudonym"] == request["slides"][0]["pseudonym"] and slide["live"]
+        sid = slide["share_id"]
+        assert item["regions"] == [
+            {
+                "share_id": sid,
+                "pseudonym": slide["pseudonym"],
+                "x": 512,
+                "y": 512,
+                "w": 1024,
+                "h": 768,
+            }
+        ]
+        assert rouen.get("/api/inbox/opinions").json()["opinions"] == []  # not asked of Rouen
+        assert rouen.get(f"/shared/caen/{sid}").status_code == 404
+
+        # Lille answers before accepting: the requester's state machine refuses (409)
+        early = {"text": "too early", "agreement": "yes"}
+        assert (
+            lille.post(f"/api/inbox/opinions/caen/{oid}/answer", json=early, headers=lh).status_code
+            == 409
+        )
+        accepted = lille.post(f"/api/inbox/opinions/caen/{oid}/accept", headers=lh)
+        assert accepted.status_code == 200, accepted.text
+        assert accepted.json()["state"] == "accepted"
+        assert caen.get(f"/api/opinions/{oid}").json()["assignee"] == "lille-patho"
+
+        # reads the shared slide and annotates it through its own node
+        info = lille.get(f"/shared/caen/{sid}").json()
+        assert info["pseudonym"] == slide["pseudonym"] and info["width"] == 2220
+        assert lille.get(f"/shared/caen/{sid}/tiles/0/1_1.jpeg").status_code == 200
+        made = lille.post(
+            f"/shared/caen/{sid}/annotations",
+            json={"geometry": POLYGON, "class_name": "Tumor", "comment": "cribriform here"},
+            headers=lh,
+        )
+        assert made.status_code == 201, made.text
+        assert made.json()["iain"]["owner"] == "lille:lille-patho"
+        view = "x=0&y=0&width=2220&height=2967"
+        seen = lille.get(f"/shared/caen/{sid}/annotations?{view}").json()
+        assert [f["iain"]["id"] for f in seen["features"]] == [made.json()["iain"]["id"]]
+        bad = lille.post(f"/shared/caen/{sid}/annotations", json={"geometry": {}}, headers=lh)
+        assert bad.status_code == 422
+        assert rouen.get(f"/shared/caen/{sid}/annotations?{view}").status_code == 404
+
+        answer = {
+            "text": "Cribriform carcinoma, Gleason 4.",
+            "agreement": "partly",
+            "diagnosis": "Adenocarcinoma",
+        }
+        answered = lille.post(f"/api/inbox/opinions/caen/{oid}/answer", json=answer, headers=lh)
+        assert answered.status_code == 200, answered.text
+        at_caen = caen.get(f"/api/opinions/{oid}").json()
+        assert at_caen["state"] == "answered"
+        assert (
+            at_caen["answer"]["text"] == answer["text"] and at_caen["answer"]["centre"] == "lille"
+        )
+        theirs = caen.get(f"/api/slides/{slide_id}/annotations?{view}").json()["features"]
+        assert [f["iain"]["owner"] for f in theirs] == ["lille:lille-patho"]
+        assert theirs[0]["iain"]["comment"] == "cribriform here"  # Caen's own viewer: in full
+        notices = caen.get("/api/notifications").json()
+        assert any("answered (partly)" in n["text"] for n in notices if n["opinion_id"] == oid)
+
+        # Caen's admin sees every access of Lille's, by user and centre
+        records = admin.get("/api/audit").json()
+        by_lille = {r["action"] for r in records if r["actor"] == "lille-patho@lille"}
+        assert {
+            "federation.opinion.list",
+            "federation.opinion.accept",
+            "federation.info",
+        } <= by_lille
+        assert {"federation.annotation.create", "federation.opinion.answer"} <= by_lille
+        assert any(
+            r["actor"] == "lille:lille-patho" and r["action"] == "annotation.create"
+            for r in records
+        )
+        assert any(
+            r["action"] == "opinion.accept" and r["detail"].get("by_centre") == "lille"
+            for r in records
+        )
+        assert any(  # Lille's tile reads, aggregated like local views
+            r["action"] == "slide.view"
+            and r["actor"] == "lille-patho@lille"
+            and r["slide_id"] == slide_id
+            for r in records
+        )
+
+        # closing revokes the share: Lille's tiles and annotations end at once
+        assert caen.post(f"/api/opinions/{oid}/close", headers=ch).status_code == 200
+        assert lille.get(f"/shared/caen/{sid}/tiles/0/1_1.jpeg").status_code == 404
+        assert lille.get(f"/shared/caen/{sid}/annotations?{view}").status_code == 404
+        closed = lille.get(f"/api/inbox/opinions/caen/{oid}").json()
+        assert closed["state"] == "closed" and closed["slides"][0]["live"] is False
+        assert (
+            lille.post(f"/api/inbox/opinions/caen/{oid}/decline", json={}, headers=lh).status_code
+            == 409
+        )
+
+
+def test_no_new_endpoint_returns_a_canary(
+    fed_nodes: dict[str, FedNode], canary_slide: CanarySlide
+) -> None:
+    """Every route this flow added, on both nodes (enumerated: a new one must be added here)."""
+    request = ask_lille(fed_nodes, "canary check")
+    oid, slide_id = request["id"], request["slides"][0]["slide_id"]
+    caen_node, lille_node = fed_nodes["caen"], fed_nodes["lille"]
+    lille, lh = lille_node.client("lille-patho")
+    key = _lille_key(lille_node)
+    responses: list[httpx.Response] = []
+    with closing(lille):
+        lille.post(f"/api/inbox/opinions/caen/{oid}/accept", headers=lh)
+        sid = lille.get(f"/api/inbox/opinions/caen/{oid}").json()["slides"][0]["share_id"]
+        made = lille.post(f"/shared/caen/{sid}/annotations", json={"geometry": POLYGON}, headers=lh)
+        aid, version = made.json()["iain"]["id"], made.json()["iain"]["version"]
+        view = "x=0&y=0&width=4000&height=4000"
+        recipient = [
+            ("GET", "/api/inbox/opinions", None),
+            ("GET", f"/api/inbox/opinions/caen/{oid}", None),
+            ("GET", f"/shared/caen/{sid}/annotations?{view}", None),
+            (
+                "PUT",
+                f"/shared/caen/{sid}/annotations/{aid}",
+                {"geometry": POLYGON, "version": version},
+            ),
+            ("DELETE", f"/shared/caen/{sid}/annotations/{aid}?version={version + 1}", None),
+            ("POST", f"/api/inbox/opinions/caen/{oid}/answer", {"text": "ok", "agreement": "yes"}),
+            ("POST", f"/api/inbox/opinions/caen/{oid}/decline", {}),  # 409 after the answer
+        ]
+        for method, path, body in recipient:
+            responses.append(lille.request(method, path, json=body, headers=lh))
+        assert [r.status_code for r in responses] == [200, 200, 200, 200, 200, 200, 409]
+        responses.append(made)
+    owner = [
+        ("GET", "/federation/opinions"),
+        ("GET", f"/federation/opinions/{oid}"),
+        ("GET", f"/federation/shares/{sid}/annotations?{view}"),
+    ]
+    with httpx.Client(base_url=caen_node.url, timeout=20) as peer:
+        for method, path in owner:
+            token = sign_request(key, method, path, "caen", "lille-patho", {"groups": ["pool"]})
+            signed = peer.request(method, path, headers={"authorization": f"Bearer {token}"})
+            assert signed.status_code == 200, signed.text
+            unsigned = peer.request(method, path)
+            assert unsigned.status_code == 401
+            responses += [signed, unsigned]
+        for verb in ("accept", "decline", "answer"):  # unsigned POSTs: 401, nothing said
+            responses.append(peer.post(f"/federation/opinions/{oid}/{verb}", json={}))
+            assert responses[-1].status_code == 401
+    for response in responses:
+        head = "\n".join(f"{k}: {v}" for k, v in response.headers.items()).encode()
+        _assert_clean(head + response.content, canary_slide, slide_id)
+    assert json.loads(responses[1].content)["question"] == "canary check"
+
+
+def _lille_key(node: FedNode) -> Any:
+    from share.signing import NodeKey
+
+    return NodeKey.from_file("lille", node.home / "node.pem")
+
+
+@pytest.mark.parametrize("verb", ["accept", "answer"])
+def test_only_the_named_consultant_acts(fed_nodes: dict[str, FedNode], verb: str) -> None:
+    request = ask_lille(fed_nodes, f"who may {verb}?")
+    oid = request["id"]
+    admin, ah = fed_nodes["lille"].client("lille-admin")  # Lille, but not the one asked
+    with closing(admin):
+        assert all(o["id"] != oid for o in admin.get("/api/inbox/opinions").json()["opinions"])
+        body = {"text": "x", "agreement": "yes"} if verb == "answer" else None
+        refused = admin.post(f"/api/inbox/opinions/caen/{oid}/{verb}", json=body, headers=ah)
+        assert refused.status_code == 404
