@@ -13,6 +13,7 @@ at the owner, then audits ``user@centre``)::
 
 Recipient side (the consultant's node, for its logged-in users; ``current_caller``)::
 
+    GET    /api/federation/peers                         the centres this node can ask
     GET    /api/inbox/opinions                           every peer's requests for me
     GET    /api/inbox/opinions/{peer}/{id}
     POST   /api/inbox/opinions/{peer}/{id}/accept|decline|answer
@@ -267,6 +268,14 @@ def _client(request: Request, peer: str) -> PeerClient:
 
 
 ClientDep = Annotated[PeerClient, Depends(_client)]
+
+
+@recipient_opinions_router.get("/api/federation/peers")
+def peers(request: Request, caller: CallerDep) -> dict[str, Any]:
+    """This node's name and the centres it can ask (the request form's consultant centres)."""
+    state: RecipientState = request.app.state.federation_recipient
+    owner: OwnerState = request.app.state.federation_owner
+    return {"node": owner.config.node, "peers": sorted(state.clients)}
 
 
 @recipient_opinions_router.get("/api/inbox/opinions")
