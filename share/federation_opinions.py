@@ -269,12 +269,15 @@ class RemoteOpinions:
         collection = json.loads(text)
         pinned = self._pinned(share)
         prefix = remote_username(user.centre, "")
-        collection["features"] = [
-            feature
-            for feature in collection["features"]
-            if str(feature["iain"]["owner"]).startswith(prefix)
-            or int(feature["iain"]["id"]) in pinned
-        ]
+        features = []
+        for feature in collection["features"]:
+            owner = str(feature["iain"]["owner"])
+            if owner.startswith(prefix):
+                features.append(feature)
+            elif int(feature["iain"]["id"]) in pinned:  # the owner centre's staff stay unnamed
+                feature["iain"]["owner"] = share.owner_centre
+                features.append(feature)
+        collection["features"] = features
         return dict(collection)
 
     def _check_region(self, share: Share, geometry: Any) -> None:
@@ -309,15 +312,21 @@ class RemoteOpinions:
     ) -> dict[str, Any]:
         self._check_region(share, item.geometry)
         who, slide = self._annotator(share, user)
-        return store.update_annotation(
-            self.db, who, slide, annotation_id, item, version, self._limits()
-        )
+        try:
+            return store.update_annotation(
+                self.db, who, slide, annotation_id, item, version, self._limits()
+            )
+        except ForbiddenError as exc:  # the owner centre's own annotation: as unknown
+            raise ShareNotFoundError("no such annotation") from exc
 
     def delete_annotation(
         self, share: Share, user: RemoteUser, annotation_id: int, version: int
     ) -> int:
         who, slide = self._annotator(share, user)
-        return store.remove(self.db, who, slide, annotation_id, version)
+        try:
+            return store.remove(self.db, who, slide, annotation_id, version)
+        except ForbiddenError as exc:
+            raise ShareNotFoundError("no such annotation") from exc
 
     def _limits(self) -> store.Limits:
         return store.Limits(

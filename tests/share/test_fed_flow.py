@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from share.federation_opinions_router import owner_opinions_router, recipient_opinions_router
 from share.signing import sign_request
 from tests.share.conftest_fed_nodes import FedNode, fed_nodes
 from tests.share.conftest_federation import (
@@ -36,7 +37,11 @@ def _caen_slide(caen: httpx.Client) -> str:
     return str(slide["id"])
 
 
-def ask_lille(nodes: dict[str, FedNode], question: str = "HGPIN or carcinoma?") -> dict[str, Any]:
+def ask_lille(
+    nodes: dict[str, FedNode],
+    question: str = "HGPIN or carcinoma?",
+    annotation_ids: tuple[int, ...] = (),
+) -> dict[str, Any]:
     """Caen's pathologist drafts and sends a request to Lille's; returns it (Caen's view)."""
     caen, headers = nodes["caen"].client("caen-patho")
     with closing(caen):
@@ -48,12 +53,27 @@ def ask_lille(nodes: dict[str, FedNode], question: str = "HGPIN or carcinoma?") 
             "urgency": "urgent",
             "due_at": (datetime.now(UTC) + timedelta(days=2)).isoformat(),
             "consultant": {"centre": "lille", "username": "lille-patho"},
+            "annotation_ids": list(annotation_ids),
         }
         created = caen.post("/api/opinions", json=body, headers=headers)
         assert created.status_code == 201, created.text
         sent = caen.post(f"/api/opinions/{created.json()['id']}/send", headers=headers)
         assert sent.status_code == 200, sent.text
         return dict(sent.json())
+
+
+def _caen_annotations(node: FedNode) -> tuple[int, int]:
+    """Two annotations of Caen's pathologist: one to pin to the request, one kept private."""
+    caen, headers = node.client("caen-patho")
+    with closing(caen):
+        slide_id = _caen_slide(caen)
+        ids = []
+        for comment in ("look here", "private note"):
+            body = {"geometry": POLYGON, "comment": comment}
+            made = caen.post(f"/api/slides/{slide_id}/annotations", json=body, headers=headers)
+            assert made.status_code == 201, made.text
+            ids.append(int(made.json()["iain"]["id"]))
+        return ids[0], ids[1]
 
 
 def _assert_clean(data: bytes, slide: CanarySlide, slide_id: str) -> None:
@@ -64,7 +84,8 @@ def _assert_clean(data: bytes, slide: CanarySlide, slide_id: str) -> None:
 def test_lille_consults_from_its_own_node(
     fed_nodes: dict[str, FedNode], canary_slide: CanarySlide
 ) -> None:
-    request = ask_lille(fed_nodes)
+    pinned, private = _caen_annotations(fed_nodes["caen"])
+    request = ask_lille(fed_nodes, annotation_ids=(pinned,))
     oid, slide_id = request["id"], request["slides"][0]["slide_id"]
     lille, lh = fed_nodes["lille"].client("lille-patho")
     rouen, _ = fed_nodes["rouen"].client("rouen-patho")
@@ -114,8 +135,14 @@ def test_lille_consults_from_its_own_node(
         assert made.status_code == 201, made.text
         assert made.json()["iain"]["owner"] == "lille:lille-patho"
         view = "x=0&y=0&width=2220&height=2967"
-        seen = lille.get(f"/shared/caen/{sid}/annotations?{view}").json()
-        assert [f["iain"]["id"] for f in seen["features"]] == [made.json()["iain"]["id"]]
+        seen = lille.get(f"/shared/caen/{sid}/annotations?{view}").json()["features"]
+        assert {f["iain"]["id"] for f in seen} == {made.json()["iain"]["id"], pinned}  # not private
+        (theirs_pinned,) = [f for f in seen if f["iain"]["id"] == pinned]
+        assert theirs_pinned["iain"]["comment"] == ""  # the requester's comment stays home
+        assert theirs_pinned["iain"]["owner"] == "caen"  # and so does the requester's name
+        edit = {"geometry": POLYGON, "version": 1}
+        refused = lille.put(f"/shared/caen/{sid}/annotations/{pinned}", json=edit, headers=lh)
+        assert refused.status_code == 404  # Caen's annotation: not Lille's to change
         bad = lille.post(f"/shared/caen/{sid}/annotations", json={"geometry": {}}, headers=lh)
         assert bad.status_code == 422
         assert rouen.get(f"/shared/caen/{sid}/annotations?{view}").status_code == 404
@@ -132,9 +159,11 @@ def test_lille_consults_from_its_own_node(
         assert (
             at_caen["answer"]["text"] == answer["text"] and at_caen["answer"]["centre"] == "lille"
         )
-        theirs = caen.get(f"/api/slides/{slide_id}/annotations?{view}").json()["features"]
+        everything = caen.get(f"/api/slides/{slide_id}/annotations?{view}").json()["features"]
+        theirs = [f for f in everything if ":" in f["iain"]["owner"]]
         assert [f["iain"]["owner"] for f in theirs] == ["lille:lille-patho"]
         assert theirs[0]["iain"]["comment"] == "cribriform here"  # Caen's own viewer: in full
+        assert {f["iain"]["id"] for f in everything} >= {pinned, private}
         notices = caen.get("/api/notifications").json()
         assert any("answered (partly)" in n["text"] for n in notices if n["opinion_id"] == oid)
 
@@ -177,56 +206,90 @@ def test_lille_consults_from_its_own_node(
 def test_no_new_endpoint_returns_a_canary(
     fed_nodes: dict[str, FedNode], canary_slide: CanarySlide
 ) -> None:
-    """Every route this flow added, on both nodes (enumerated: a new one must be added here)."""
+    """Every route this flow added, on both nodes (enumerated from the routers: a new route
+    fails this test until it is called here)."""
     request = ask_lille(fed_nodes, "canary check")
     oid, slide_id = request["id"], request["slides"][0]["slide_id"]
     caen_node, lille_node = fed_nodes["caen"], fed_nodes["lille"]
     lille, lh = lille_node.client("lille-patho")
     key = _lille_key(lille_node)
-    responses: list[httpx.Response] = []
+    view = "x=0&y=0&width=4000&height=4000"
+    inbox = f"/api/inbox/opinions/caen/{oid}"
     with closing(lille):
-        lille.post(f"/api/inbox/opinions/caen/{oid}/accept", headers=lh)
-        sid = lille.get(f"/api/inbox/opinions/caen/{oid}").json()["slides"][0]["share_id"]
-        made = lille.post(f"/shared/caen/{sid}/annotations", json={"geometry": POLYGON}, headers=lh)
-        aid, version = made.json()["iain"]["id"], made.json()["iain"]["version"]
-        view = "x=0&y=0&width=4000&height=4000"
-        recipient = [
-            ("GET", "/api/inbox/opinions", None),
-            ("GET", f"/api/inbox/opinions/caen/{oid}", None),
-            ("GET", f"/shared/caen/{sid}/annotations?{view}", None),
-            (
-                "PUT",
-                f"/shared/caen/{sid}/annotations/{aid}",
-                {"geometry": POLYGON, "version": version},
-            ),
-            ("DELETE", f"/shared/caen/{sid}/annotations/{aid}?version={version + 1}", None),
-            ("POST", f"/api/inbox/opinions/caen/{oid}/answer", {"text": "ok", "agreement": "yes"}),
-            ("POST", f"/api/inbox/opinions/caen/{oid}/decline", {}),  # 409 after the answer
-        ]
-        for method, path, body in recipient:
-            responses.append(lille.request(method, path, json=body, headers=lh))
-        assert [r.status_code for r in responses] == [200, 200, 200, 200, 200, 200, 409]
-        responses.append(made)
-    owner = [
-        ("GET", "/federation/opinions"),
-        ("GET", f"/federation/opinions/{oid}"),
-        ("GET", f"/federation/shares/{sid}/annotations?{view}"),
-    ]
+        sid = lille.get(inbox).json()["slides"][0]["share_id"]
+        shared = f"/shared/caen/{sid}/annotations"
+        # path template -> [(method, path, body, expected status)], in call order
+        recipient: dict[str, list[tuple[str, str, Any, int]]] = {
+            "/api/federation/peers": [("GET", "/api/federation/peers", None, 200)],
+            "/api/inbox/opinions": [("GET", "/api/inbox/opinions", None, 200)],
+            "/api/inbox/opinions/{peer}/{opinion_id}": [("GET", inbox, None, 200)],
+            "/api/inbox/opinions/{peer}/{opinion_id}/accept": [
+                ("POST", f"{inbox}/accept", {}, 200)
+            ],
+            "/shared/{peer}/{share_id}/annotations": [
+                ("POST", shared, {"geometry": POLYGON, "comment": "lille note"}, 201),
+                ("GET", f"{shared}?{view}", None, 200),
+            ],
+            "/shared/{peer}/{share_id}/annotations/{annotation_id}": [
+                ("PUT", f"{shared}/{{aid}}", {"geometry": POLYGON, "version": 1}, 200),
+                ("DELETE", f"{shared}/{{aid}}?version=2", None, 200),
+            ],
+            "/api/inbox/opinions/{peer}/{opinion_id}/answer": [
+                ("POST", f"{inbox}/answer", {"text": "ok", "agreement": "yes"}, 200)
+            ],
+            "/api/inbox/opinions/{peer}/{opinion_id}/decline": [
+                ("POST", f"{inbox}/decline", {}, 409)  # answered already
+            ],
+        }
+        assert {r.path for r in recipient_opinions_router.routes} == set(recipient)  # type: ignore[attr-defined]
+        responses: list[httpx.Response] = []
+        aid = 0
+        for calls in recipient.values():
+            for method, path, body, expected in calls:
+                response = lille.request(
+                    method, path.replace("{aid}", str(aid)), json=body, headers=lh
+                )
+                assert response.status_code == expected, f"{method} {path}: {response.text}"
+                if method == "POST" and path == shared:
+                    aid = response.json()["iain"]["id"]
+                responses.append(response)
+    owner_ann = f"/federation/shares/{sid}/annotations"
+    owner: dict[str, list[tuple[str, str, Any, int]]] = {
+        "/federation/opinions": [("GET", "/federation/opinions", None, 200)],
+        "/federation/opinions/{opinion_id}": [("GET", f"/federation/opinions/{oid}", None, 200)],
+        "/federation/opinions/{opinion_id}/{verb}": [
+            ("POST", f"/federation/opinions/{oid}/accept", {}, 409)
+        ],
+        "/federation/shares/{share_id}/annotations": [
+            ("POST", owner_ann, {"geometry": POLYGON}, 201),
+            ("GET", f"{owner_ann}?{view}", None, 200),
+        ],
+        "/federation/shares/{share_id}/annotations/{annotation_id}": [
+            ("PUT", f"{owner_ann}/{{aid}}", {"geometry": POLYGON, "version": 1}, 200),
+            ("DELETE", f"{owner_ann}/{{aid}}?version=2", None, 200),
+        ],
+    }
+    assert {r.path for r in owner_opinions_router.routes} == set(owner)  # type: ignore[attr-defined]
     with httpx.Client(base_url=caen_node.url, timeout=20) as peer:
-        for method, path in owner:
-            token = sign_request(key, method, path, "caen", "lille-patho", {"groups": ["pool"]})
-            signed = peer.request(method, path, headers={"authorization": f"Bearer {token}"})
-            assert signed.status_code == 200, signed.text
-            unsigned = peer.request(method, path)
-            assert unsigned.status_code == 401
-            responses += [signed, unsigned]
-        for verb in ("accept", "decline", "answer"):  # unsigned POSTs: 401, nothing said
-            responses.append(peer.post(f"/federation/opinions/{oid}/{verb}", json={}))
-            assert responses[-1].status_code == 401
+        for calls in owner.values():
+            for method, path, body, expected in calls:
+                path = path.replace("{aid}", str(aid))
+                raw = json.dumps(body).encode() if body is not None else None
+                token = sign_request(
+                    key, method, path, "caen", "lille-patho", {"groups": ["pool"]}, body=raw
+                )
+                auth = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+                signed = peer.request(method, path, content=raw, headers=auth)
+                assert signed.status_code == expected, f"{method} {path}: {signed.text}"
+                if method == "POST" and path == owner_ann:
+                    aid = signed.json()["iain"]["id"]
+                unsigned = peer.request(method, path, content=raw)
+                assert unsigned.status_code == 401
+                responses += [signed, unsigned]
     for response in responses:
         head = "\n".join(f"{k}: {v}" for k, v in response.headers.items()).encode()
         _assert_clean(head + response.content, canary_slide, slide_id)
-    assert json.loads(responses[1].content)["question"] == "canary check"
+    assert json.loads(responses[2].content)["question"] == "canary check"
 
 
 def _lille_key(node: FedNode) -> Any:
