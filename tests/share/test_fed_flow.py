@@ -308,3 +308,79 @@ def test_only_the_named_consultant_acts(fed_nodes: dict[str, FedNode], verb: str
         body = {"text": "x", "agreement": "yes"} if verb == "answer" else None
         refused = admin.post(f"/api/inbox/opinions/caen/{oid}/{verb}", json=body, headers=ah)
         assert refused.status_code == 404
+
+
+def test_fuzzed_relay_calls_never_answer_5xx(fed_nodes: dict[str, FedNode]) -> None:
+    """Schemathesis over Lille's new operations, aimed at a real request and share at Caen:
+    whatever the generated input, Lille answers 4xx (Caen's refusals are relayed as 4xx)."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+
+    request = ask_lille(fed_nodes, "fuzz")
+    lille, lh = fed_nodes["lille"].client("lille-patho")
+    failures: list[str] = []
+    with closing(lille):
+        inbox = f"/api/inbox/opinions/caen/{request['id']}"
+        sid = lille.get(inbox).json()["slides"][0]["share_id"]
+        cookie = "; ".join(f"{k}={v}" for k, v in lille.cookies.items())
+        schema = schemathesis.openapi.from_dict(lille.get("/openapi.json").json())
+        prefixes = ("/api/inbox/", "/api/federation/", "/shared/{peer}/{share_id}/annotations")
+        operations = [
+            r.ok() for r in schema.get_all_operations() if r.ok().path.startswith(prefixes)
+        ]
+        assert len(operations) >= 10
+        for operation in operations:
+
+            @given(case=operation.as_strategy())
+            @settings(
+                max_examples=8,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+                database=None,
+            )
+            def check(case: Any) -> None:
+                params = case.path_parameters or {}
+                if "peer" in params:
+                    params["peer"] = "caen"
+                if "share_id" in params:
+                    params["share_id"] = sid
+                if "opinion_id" in params:
+                    params["opinion_id"] = request["id"]
+                response = case.call(
+                    base_url=fed_nodes["lille"].url, headers={"Cookie": cookie, **lh}
+                )
+                if response.status_code >= 500:
+                    failures.append(
+                        f"{case.method} {case.formatted_path} -> {response.status_code}"
+                    )
+
+            check()
+    assert failures == []
+
+
+def test_a_centre_pool_request_goes_to_whoever_accepts(fed_nodes: dict[str, FedNode]) -> None:
+    caen, ch = fed_nodes["caen"].client("caen-patho")
+    patho, ph = fed_nodes["lille"].client("lille-patho")
+    admin, ah = fed_nodes["lille"].client("lille-admin")
+    rouen, _ = fed_nodes["rouen"].client("rouen-patho")
+    with closing(caen), closing(patho), closing(admin), closing(rouen):
+        slide_id = _caen_slide(caen)
+        body = {
+            "slide_ids": [slide_id],
+            "question": "Anyone at Lille?",
+            "due_at": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+            "consultant": {"centre": "lille", "username": ""},
+        }
+        oid = caen.post("/api/opinions", json=body, headers=ch).json()["id"]
+        assert caen.post(f"/api/opinions/{oid}/send", headers=ch).status_code == 200
+
+        def asked(client: httpx.Client) -> bool:
+            return any(o["id"] == oid for o in client.get("/api/inbox/opinions").json()["opinions"])
+
+        assert asked(patho) and asked(admin) and not asked(rouen)
+        sid = patho.get(f"/api/inbox/opinions/caen/{oid}").json()["slides"][0]["share_id"]
+        assert any(s["share_id"] == sid for s in admin.get("/shared").json()["slides"])
+        assert admin.post(f"/api/inbox/opinions/caen/{oid}/accept", headers=ah).status_code == 200
+        assert not asked(patho)  # assigned to lille-admin now
+        assert patho.post(f"/api/inbox/opinions/caen/{oid}/accept", headers=ph).status_code == 404
+        assert caen.get(f"/api/opinions/{oid}").json()["assignee"] == "lille-admin"
