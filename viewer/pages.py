@@ -100,6 +100,7 @@ def viewer_page(request: Request, slide_id: str) -> HTMLResponse:
         raise
     # "<" escaped so that no value can close the script element it sits in.
     config = json.dumps({"slideId": slide_id, "osdPrefix": f"{OPENSEADRAGON_URL}/images/"})
+    annotations = _annotations_section(request, f"/api/slides/{slide_id}/annotations")
     config = config.replace("<", "\\u003c")
     body = f"""<body class="view-page">
 <header class="topbar">
@@ -146,6 +147,7 @@ def viewer_page(request: Request, slide_id: str) -> HTMLResponse:
       <label class="row">Opacity <input type="range" id="overlay-opacity" min="0" max="100"
         value="50"><span id="overlay-opacity-value">50 %</span></label>
     </section>
+    {annotations}
     <section class="help">
       <h2>Keys</h2>
       <p>Arrows / WASD pan · + / − zoom · 0 fit · Esc cancels a measure</p>
@@ -158,11 +160,44 @@ def viewer_page(request: Request, slide_id: str) -> HTMLResponse:
     scripts = (
         f"{OPENSEADRAGON_URL}/openseadragon.min.js",
         f"{STATIC_URL}/overlay.js",  # listens for the overlay viewer.js opens: load it first
+        f"{STATIC_URL}/annotations.js",  # attached by viewer.js once the slide is open
         f"{STATIC_URL}/viewer.js",
         f"{STATIC_URL}/annot-lite.js",
         f"{STATIC_URL}/opinion-request.js",  # the second-opinion panel (viewer/shared_pages.py)
     )
     return HTMLResponse(_page(f"IAIN — {slide_id}", body, scripts))
+
+
+@router.get("/audit", response_class=HTMLResponse, include_in_schema=False)
+def audit_page() -> HTMLResponse:
+    """The centre admin's audit trail (``?slide_id=`` for one slide), read by ``audit.js`` from
+    ``/api/audit``: the API decides who may read it, the page only shows the answer."""
+    body = """<body class="list-page">
+<header class="topbar"><a class="brand" href="/">IAIN</a><span class="sub">Audit trail</span>
+</header>
+<main>
+  <p id="status" class="status">Loading the audit trail…</p>
+  <p><a id="audit-csv" href="/api/audit?format=csv">Download CSV</a></p>
+  <table id="audit" class="audit"><thead><tr><th>#</th><th>When (UTC)</th><th>Who</th>
+  <th>Action</th><th>Outcome</th><th>Slide</th><th>Detail</th></tr></thead><tbody></tbody></table>
+</main>
+</body>"""
+    return HTMLResponse(_page("IAIN — audit trail", body, (f"{STATIC_URL}/audit.js",)))
+
+
+def _annotations_section(request: Request, base: str) -> str:
+    """The annotation panel's anchor: ``annotations.js`` builds its tools inside it and takes
+    the API base from ``data-annotations-base`` (another page may point it elsewhere, e.g. a
+    peer's proxy). Empty without accounts: the annotation API needs a signed-in owner."""
+    if getattr(request.app.state, "accounts", None) is None:
+        return ""
+    session = getattr(request.state, "session", None)
+    role = getattr(getattr(session, "principal", None), "role", None)
+    can_edit = "false" if role is None or role == "operator" else "true"
+    return (
+        f'<section id="annotations-panel" data-annotations-base="{html.escape(base)}"'
+        f' data-can-edit="{can_edit}"><h2>Annotations</h2></section>'
+    )
 
 
 def _not_found_page() -> str:

@@ -13,7 +13,7 @@
 
   // Exposed for the browser tests and for debugging from the console.
   const iain = {
-    slide: null, viewer: null, mpp: null, overlay: null,
+    slide: null, viewer: null, mpp: null, overlay: null, annotations: null,
     measurement: null, // last finished measure: {kind, points, lengthUm, areaMm2}
     settled, centreImage, imageZoom, setMagnification,
   };
@@ -418,6 +418,17 @@
     show(0);
   }
 
+  // ------------------------------------------------------------------ annotation layer
+  // annotations.js draws and edits; the page says where its API lives (data-annotations-base),
+  // so a page for a slide of another centre can point it at a proxy instead.
+  function attachAnnotations() {
+    const panel = $("annotations-panel");
+    if (!panel || !window.iainAnnotations || !panel.dataset.annotationsBase) return;
+    iain.annotations = window.iainAnnotations.attach(iain.viewer, {
+      base: panel.dataset.annotationsBase, canEdit: panel.dataset.canEdit === "true", panel,
+    });
+  }
+
   // ------------------------------------------------------------------ start
   function start(slide) {
     iain.slide = slide;
@@ -456,6 +467,7 @@
       if (link) applyLink(link);
       updateHud();
       setupOverlays(slide.overlays);
+      attachAnnotations();
       schedulePrefetch();  // sets the anchor once the first view is drawn
       viewer.canvas.focus();
       document.body.dataset.state = "open";

@@ -1,0 +1,825 @@
+// Annotation layer: draw, select, edit, export and import annotations on ONE canvas over
+// OpenSeadragon (SVG or one DOM node per shape stops being smooth long before 10^5 shapes).
+//
+//   window.iainAnnotations.attach(viewer, {base, canEdit, panel, user}) -> layer
+//
+// `base` is the annotation API (".../annotations": GET viewport, /density, POST, PUT/DELETE
+// /{id}, /export.geojson, /import); the page names it, so a slide proxied from another centre
+// uses the same layer. Coordinates sent and received are level-0 image pixels (x right, y down).
+//
+// Loading: the visible region is cut into square cells (a power of two of image pixels, about
+// a quarter of the screen); each cell is one viewport query, cached, so a pan only asks for
+// the cells coming into view and a stale request is aborted. A density query over the view
+// comes first: when more than MAX_SHAPES would be in view, the density raster is drawn instead.
+// Drawing: shapes are turned once into one Path2D per colour and cell (image coordinates) and
+// rasterised into a bitmap a margin larger than the screen; a frame of a pan only moves that
+// bitmap (re-rasterised when the pan leaves the margin or the zoom comes to rest).
+(function () {
+  "use strict";
+
+  const TOOLS = [
+    ["select", "Select"], ["point", "Point"], ["line", "Line"], ["rectangle", "Rectangle"],
+    ["ellipse", "Ellipse"], ["polygon", "Polygon"], ["freehand", "Freehand"],
+  ];
+  // Offered when the server has no class yet (a class is created by its first annotation).
+  const DEFAULT_CLASSES = [
+    { name: "Tumour", color: "#d62728" }, { name: "Stroma", color: "#1f77b4" },
+    { name: "Immune cells", color: "#2ca02c" }, { name: "Necrosis", color: "#8c564b" },
+    { name: "Other", color: "#ffcc00" },
+  ];
+  const CELL_LIMIT = 25000;   // per viewport query (the server caps one query at 50,000)
+  const MAX_SHAPES = 150000;  // more than this in view: density raster instead of shapes
+  const DEBOUNCE_MS = 100;
+  const MARGIN_PX = 256;      // bitmap margin around the screen, in CSS pixels
+  const ELLIPSE_SEGMENTS = 64;
+  const DENSITY_CELL_PX = 8;  // one density cell per 8 screen pixels
+
+  function csrf() {
+    const m = document.cookie.match(/(?:^|;\s*)iain_csrf=([^;]+)/);
+    return m ? decodeURIComponent(m[1]) : "";
+  }
+
+  function el(tag, attrs, text) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function rgbHex(rgb) {
+    return "#" + rgb.map((c) => Number(c).toString(16).padStart(2, "0")).join("");
+  }
+
+  function bboxOf(coords, box) {
+    if (typeof coords[0] === "number") {
+      box[0] = Math.min(box[0], coords[0]); box[1] = Math.min(box[1], coords[1]);
+      box[2] = Math.max(box[2], coords[0]); box[3] = Math.max(box[3], coords[1]);
+    } else for (const c of coords) bboxOf(c, box);
+    return box;
+  }
+
+  /** The compact record kept per annotation (the parsed GeoJSON is dropped). */
+  function record(feature, classColors) {
+    const props = feature.properties || {};
+    const info = feature.iain || {};
+    const cls = props.classification;
+    let color = cls && Array.isArray(cls.color) ? rgbHex(cls.color) : null;
+    if (!color) color = (info.class && classColors.get(info.class)) || "#ffcc00";
+    const g = feature.geometry;
+    return {
+      id: info.id, version: info.version, owner: info.owner, kind: info.kind,
+      cls: info.class ?? (cls ? cls.name : null), comment: info.comment || "",
+      layer: info.layer || "default", color, geometry: g,
+      box: bboxOf(g.coordinates, [Infinity, Infinity, -Infinity, -Infinity]),
+    };
+  }
+
+  function addRings(path, rings) {
+    for (const ring of rings) {
+      path.moveTo(ring[0][0], ring[0][1]);
+      for (let i = 1; i < ring.length; i++) path.lineTo(ring[i][0], ring[i][1]);
+      path.closePath();
+    }
+  }
+
+  function addLine(path, line) {
+    path.moveTo(line[0][0], line[0][1]);
+    for (let i = 1; i < line.length; i++) path.lineTo(line[i][0], line[i][1]);
+  }
+
+  /** Per colour: one Path2D of areas, one of lines, and the points (image coordinates). */
+  function batches(records) {
+    const out = new Map();
+    for (const r of records) {
+      let b = out.get(r.color);
+      if (!b) { b = { areas: new Path2D(), lines: new Path2D(), points: [] }; out.set(r.color, b); }
+      const g = r.geometry;
+      if (g.type === "Polygon") addRings(b.areas, g.coordinates);
+      else if (g.type === "MultiPolygon") for (const p of g.coordinates) addRings(b.areas, p);
+      else if (g.type === "LineString") addLine(b.lines, g.coordinates);
+      else if (g.type === "Point") b.points.push(g.coordinates);
+      else if (g.type === "MultiPoint") for (const p of g.coordinates) b.points.push(p);
+    }
+    return out;
+  }
+
+  // ------------------------------------------------------------------ geometry of the tools
+  function ellipseRing(a, b) {
+    const cx = (a.x + b.x) / 2, cy = (a.y + b.y) / 2;
+    const rx = Math.abs(b.x - a.x) / 2, ry = Math.abs(b.y - a.y) / 2;
+    const ring = [];
+    for (let i = 0; i < ELLIPSE_SEGMENTS; i++) {
+      const t = (2 * Math.PI * i) / ELLIPSE_SEGMENTS;
+      ring.push([round(cx + rx * Math.cos(t)), round(cy + ry * Math.sin(t))]);
+    }
+    ring.push(ring[0].slice());
+    return ring;
+  }
+
+  function round(v) { return Math.round(v * 100) / 100; }
+  const pos = (p) => [round(p.x), round(p.y)];
+
+  /** GeoJSON geometry of a finished draft, or null when it is too small to be meant. */
+  function draftGeometry(tool, pts) {
+    if (tool === "point") return { type: "Point", coordinates: pos(pts[0]) };
+    if (tool === "line") {
+      return pts.length >= 2 ? { type: "LineString", coordinates: pts.map(pos) } : null;
+    }
+    if (tool === "rectangle" || tool === "ellipse") {
+      const [a, b] = [pts[0], pts[pts.length - 1]];
+      if (Math.abs(a.x - b.x) < 1 || Math.abs(a.y - b.y) < 1) return null;
+      if (tool === "ellipse") return { type: "Polygon", coordinates: [ellipseRing(a, b)] };
+      const [x0, x1] = [round(Math.min(a.x, b.x)), round(Math.max(a.x, b.x))];
+      const [y0, y1] = [round(Math.min(a.y, b.y)), round(Math.max(a.y, b.y))];
+      return { type: "Polygon", coordinates: [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]] };
+    }
+    if (pts.length < 3) return null;  // polygon, freehand
+    const ring = pts.map(pos);
+    ring.push(ring[0].slice());
+    return { type: "Polygon", coordinates: [ring] };
+  }
+
+  // ------------------------------------------------------------------ hit testing
+  function segmentDistance(p, a, b) {
+    const dx = b[0] - a[0], dy = b[1] - a[1];
+    const len = dx * dx + dy * dy;
+    const t = len ? Math.max(0, Math.min(1, ((p.x - a[0]) * dx + (p.y - a[1]) * dy) / len)) : 0;
+    return Math.hypot(p.x - a[0] - t * dx, p.y - a[1] - t * dy);
+  }
+
+  function insideRing(p, ring) {
+    let inside = false;
+    for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+      const [xi, yi] = ring[i], [xj, yj] = ring[j];
+      if ((yi > p.y) !== (yj > p.y) && p.x < ((xj - xi) * (p.y - yi)) / (yj - yi) + xi) {
+        inside = !inside;
+      }
+    }
+    return inside;
+  }
+
+  function hits(r, p, tol) {
+    const b = r.box;
+    if (p.x < b[0] - tol || p.x > b[2] + tol || p.y < b[1] - tol || p.y > b[3] + tol) return false;
+    const g = r.geometry;
+    const polys = g.type === "Polygon" ? [g.coordinates]
+      : g.type === "MultiPolygon" ? g.coordinates : null;
+    if (polys) {
+      return polys.some((rings) => insideRing(p, rings[0]) &&
+        !rings.slice(1).some((hole) => insideRing(p, hole)));
+    }
+    if (g.type === "LineString") {
+      const c = g.coordinates;
+      for (let i = 1; i < c.length; i++) if (segmentDistance(p, c[i - 1], c[i]) <= tol) return true;
+      return false;
+    }
+    const points = g.type === "Point" ? [g.coordinates] : g.coordinates;
+    return points.some((c) => Math.hypot(p.x - c[0], p.y - c[1]) <= tol);
+  }
+
+  // ------------------------------------------------------------------ the layer
+  function attach(viewer, opts) {
+    const OSD = window.OpenSeadragon;
+    const base = String(opts.base).replace(/\/$/, "");
+    const panel = opts.panel || document.getElementById("annotations-panel");
+    const layer = {
+      base, canEdit: opts.canEdit !== false, user: opts.user || null,
+      classes: [], classColors: new Map(),
+      tool: null, draft: null, selected: null, maxShapes: opts.maxShapes || MAX_SHAPES,
+      rasterised: 0,
+      mode: "shapes", cells: new Map(), cellSize: 0, needed: [], shown: [], drawn: 0,
+      density: null, pending: 0, timer: null, densityAbort: null,
+      bitmap: null, dirty: true, frameRequested: false, frames: 0,
+      redraw: requestFrame, refresh: scheduleRefresh, reload, idle, select, setTool,
+    };
+    const item = () => viewer.world.getItemAt(0);
+
+    // ---------------------------------------------------------------- canvas
+    const canvas = el("canvas", { id: "annotation-layer", class: "annotation-layer" });
+    viewer.canvas.appendChild(canvas);
+    const ctx = canvas.getContext("2d");
+
+    function size() {
+      const dpr = window.devicePixelRatio || 1;
+      const w = viewer.canvas.clientWidth, h = viewer.canvas.clientHeight;
+      if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+        canvas.width = Math.round(w * dpr);
+        canvas.height = Math.round(h * dpr);
+        layer.dirty = true;
+      }
+      return { w, h, dpr };
+    }
+
+    /** Image -> element: x_el = ox + s * x_img (no rotation in this viewer). */
+    function transform() {
+      const it = item();
+      const p0 = it.imageToViewerElementCoordinates(new OSD.Point(0, 0));
+      const p1 = it.imageToViewerElementCoordinates(new OSD.Point(1000, 1000));
+      return { s: (p1.x - p0.x) / 1000, ox: p0.x, oy: p0.y };
+    }
+
+    const toImage = (p) => item().viewerElementToImageCoordinates(p);
+
+    function visibleRect(t, w, h) {
+      return { x: -t.ox / t.s, y: -t.oy / t.s, w: w / t.s, h: h / t.s };
+    }
+
+    function requestFrame() {
+      if (layer.frameRequested) return;
+      layer.frameRequested = true;
+      requestAnimationFrame(frame);
+    }
+
+    function rasterise(t, w, h, dpr) {
+      const bw = Math.ceil((w + 2 * MARGIN_PX) * dpr), bh = Math.ceil((h + 2 * MARGIN_PX) * dpr);
+      let b = layer.bitmap;
+      if (!b || b.canvas.width !== bw || b.canvas.height !== bh) {
+        const c = document.createElement("canvas");
+        c.width = bw; c.height = bh;
+        b = layer.bitmap = { canvas: c, ctx: c.getContext("2d") };
+      }
+      const g = b.ctx;
+      g.setTransform(1, 0, 0, 1, 0, 0);
+      g.clearRect(0, 0, bw, bh);
+      const ids = new Set();
+      g.setTransform(dpr * t.s, 0, 0, dpr * t.s, dpr * (t.ox + MARGIN_PX), dpr * (t.oy + MARGIN_PX));
+      g.lineWidth = 1.5 / t.s;
+      g.lineJoin = "round";
+      const points = [];
+      for (const cell of layer.shown) {
+        for (const r of cell.records) ids.add(r.id);
+        for (const [color, batch] of cell.batches) {
+          g.fillStyle = color + "26";  // ~15 % alpha
+          g.fill(batch.areas, "evenodd");
+          g.strokeStyle = color;
+          g.stroke(batch.areas);
+          g.stroke(batch.lines);
+          if (batch.points.length) points.push([color, batch.points]);
+        }
+      }
+      g.setTransform(dpr, 0, 0, dpr, dpr * MARGIN_PX, dpr * MARGIN_PX);
+      g.lineWidth = 1.5;
+      for (const [color, pts] of points) {
+        const path = new Path2D();
+        for (const c of pts) {
+          const x = t.ox + t.s * c[0], y = t.oy + t.s * c[1];
+          path.moveTo(x + 4, y);
+          path.arc(x, y, 4, 0, 2 * Math.PI);
+        }
+        g.fillStyle = color;
+        g.fill(path);
+        g.strokeStyle = "#000";
+        g.stroke(path);
+      }
+      b.t = t; b.w = w; b.h = h;
+      layer.rasterised += 1;
+      layer.drawn = ids.size;
+      layer.dirty = false;
+    }
+
+    function frame() {
+      layer.frameRequested = false;
+      if (viewer.world.getItemCount() === 0) return;
+      const { w, h, dpr } = size();
+      const t = transform();
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.clearRect(0, 0, canvas.width, canvas.height);
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      if (layer.mode === "density") drawDensity(t);
+      else {
+        const b = layer.bitmap;
+        const ratio = b ? t.s / b.t.s : 0;
+        const dx = b ? t.ox - b.t.ox * ratio : 0, dy = b ? t.oy - b.t.oy * ratio : 0;
+        const covered = b && Math.abs(dx) <= MARGIN_PX && Math.abs(dy) <= MARGIN_PX;
+        const sameZoom = b && Math.abs(ratio - 1) < 1e-6;
+        if (layer.dirty || !b || b.w !== w || b.h !== h || !covered ||
+            (!sameZoom && !viewer.isAnimating())) {
+          rasterise(t, w, h, dpr);
+        }
+        const r = layer.bitmap;
+        const k = t.s / r.t.s;
+        // Bitmap pixel (0, 0) is element (-MARGIN, -MARGIN) at rasterisation time.
+        ctx.drawImage(r.canvas, t.ox - k * (r.t.ox + MARGIN_PX), t.oy - k * (r.t.oy + MARGIN_PX),
+          (r.canvas.width / dpr) * k, (r.canvas.height / dpr) * k);
+      }
+      drawSelection(t);
+      drawDraft(t);
+      layer.frames += 1;
+    }
+
+    function drawDensity(t) {
+      const d = layer.density;
+      if (!d) return;
+      ctx.imageSmoothingEnabled = false;
+      ctx.drawImage(d.canvas, t.ox + t.s * d.x, t.oy + t.s * d.y, t.s * d.w, t.s * d.h);
+      ctx.imageSmoothingEnabled = true;
+    }
+
+    function tracePath(g, geometry, t) {
+      const P = (c) => [t.ox + t.s * c[0], t.oy + t.s * c[1]];
+      const ring = (r) => {
+        r.forEach((c, i) => { const [x, y] = P(c); if (i) g.lineTo(x, y); else g.moveTo(x, y); });
+      };
+      const type = geometry.type, c = geometry.coordinates;
+      if (type === "Polygon") c.forEach((r) => { ring(r); g.closePath(); });
+      else if (type === "MultiPolygon") c.forEach((p) => p.forEach((r) => { ring(r); g.closePath(); }));
+      else if (type === "LineString") ring(c);
+      else {
+        for (const p of type === "Point" ? [c] : c) {
+          const [x, y] = P(p);
+          g.moveTo(x + 6, y);
+          g.arc(x, y, 6, 0, 2 * Math.PI);
+        }
+      }
+    }
+
+    function drawSelection(t) {
+      const r = layer.selected;
+      if (!r) return;
+      ctx.beginPath();
+      tracePath(ctx, r.geometry, t);
+      ctx.lineWidth = 5;
+      ctx.strokeStyle = "rgba(255, 255, 255, 0.9)";
+      ctx.stroke();
+      ctx.lineWidth = 2.5;
+      ctx.strokeStyle = r.color;
+      ctx.stroke();
+    }
+
+    function drawDraft(t) {
+      const d = layer.draft;
+      if (!d || d.points.length === 0) return;
+      const pts = d.cursor && layer.tool === "polygon" ? d.points.concat([d.cursor]) : d.points;
+      const geometry = draftGeometry(layer.tool, pts) ||
+        { type: "LineString", coordinates: pts.map(pos) };
+      ctx.beginPath();
+      tracePath(ctx, geometry, t);
+      ctx.setLineDash([6, 4]);
+      ctx.lineWidth = 2;
+      ctx.strokeStyle = currentClass().color;
+      ctx.stroke();
+      ctx.setLineDash([]);
+    }
+
+    // ---------------------------------------------------------------- loading
+    function scheduleRefresh() {
+      clearTimeout(layer.timer);
+      layer.timer = setTimeout(refresh, DEBOUNCE_MS);
+    }
+
+    async function getJson(url, signal) {
+      layer.pending += 1;
+      try {
+        const r = await fetch(url, { signal, headers: { Accept: "application/json" } });
+        if (!r.ok) throw new Error(`HTTP ${r.status}`);
+        return await r.json();
+      } finally { layer.pending -= 1; }
+    }
+
+    const query = (x, y, w, h) =>
+      `x=${x.toFixed(1)}&y=${y.toFixed(1)}&width=${w.toFixed(1)}&height=${h.toFixed(1)}`;
+
+    async function refresh() {
+      layer.timer = null;
+      if (viewer.world.getItemCount() === 0) return;
+      const { w, h } = size();
+      const t = transform();
+      const v = visibleRect(t, w, h);
+      const cellSize = 2 ** Math.max(8, Math.ceil(Math.log2(Math.max(v.w, v.h) / 4)));
+      // the cells of the view plus half a cell around it
+      const cx0 = Math.floor((v.x - cellSize / 2) / cellSize);
+      const cy0 = Math.floor((v.y - cellSize / 2) / cellSize);
+      const cx1 = Math.floor((v.x + v.w + cellSize / 2) / cellSize);
+      const cy1 = Math.floor((v.y + v.h + cellSize / 2) / cellSize);
+      const region = { x: cx0 * cellSize, y: cy0 * cellSize,
+        w: (cx1 - cx0 + 1) * cellSize, h: (cy1 - cy0 + 1) * cellSize };
+      if (layer.densityAbort) layer.densityAbort.abort();
+      const abort = layer.densityAbort = new AbortController();
+      const cols = Math.max(1, Math.min(512, Math.round((region.w * t.s) / DENSITY_CELL_PX)));
+      const rows = Math.max(1, Math.min(512, Math.round((region.h * t.s) / DENSITY_CELL_PX)));
+      let grid;
+      try {
+        grid = await getJson(`${base}/density?${query(region.x, region.y, region.w, region.h)}` +
+          `&cols=${cols}&rows=${rows}`, abort.signal);
+      } catch (err) {
+        if (err.name !== "AbortError") status(`Annotations could not be loaded (${err.message}).`);
+        return;
+      }
+      let total = 0;
+      for (const row of grid.counts) for (const n of row) total += n;
+      if (total > layer.maxShapes) {
+        setDensity(region, grid);
+        return;
+      }
+      layer.mode = "shapes";
+      layer.density = null;
+      const needed = [];
+      for (let cy = cy0; cy <= cy1; cy++) {
+        for (let cx = cx0; cx <= cx1; cx++) needed.push(`${cellSize}:${cx}:${cy}`);
+      }
+      const keep = new Set(needed);
+      for (const [key, cell] of layer.cells) {  // abort what is no longer in view; evict
+        if (keep.has(key)) continue;
+        if (cell.abort) cell.abort.abort();
+        if (!cell.records || !layer.shown.includes(cell)) layer.cells.delete(key);
+      }
+      layer.cellSize = cellSize;
+      layer.needed = needed;
+      const loads = needed.filter((k) => !layer.cells.has(k)).map((key) => loadCell(key));
+      showCells(needed);
+      await Promise.all(loads);
+    }
+
+    function showCells(keys) {
+      const cells = keys.map((k) => layer.cells.get(k));
+      if (cells.every((c) => c && c.records)) {
+        layer.shown = cells;
+        for (const [key, cell] of layer.cells) {
+          if (!keys.includes(key) && cell.records) layer.cells.delete(key);
+        }
+      } else {  // keep what is on screen until every cell of the new view is in
+        const extra = cells.filter((c) => c && c.records && !layer.shown.includes(c));
+        layer.shown = layer.shown.concat(extra);
+      }
+      layer.dirty = true;
+      requestFrame();
+    }
+
+    async function loadCell(key) {
+      const [size_, cx, cy] = key.split(":").map(Number);
+      const cell = { key, abort: new AbortController(), records: null, batches: null };
+      layer.cells.set(key, cell);
+      let doc;
+      try {
+        doc = await getJson(`${base}?${query(cx * size_, cy * size_, size_, size_)}` +
+          `&limit=${CELL_LIMIT}`, cell.abort.signal);
+      } catch (err) {
+        if (layer.cells.get(key) === cell) layer.cells.delete(key);
+        if (err.name !== "AbortError") status(`Annotations could not be loaded (${err.message}).`);
+        return;
+      }
+      cell.abort = null;
+      cell.truncated = Boolean(doc.truncated);
+      setRecords(cell, doc.features.map((f) => record(f, layer.classColors)));
+      if (layer.needed.includes(key)) showCells(layer.needed);
+    }
+
+    function setRecords(cell, records) {
+      cell.records = records;
+      cell.batches = batches(records);
+      cell.box = null;
+      layer.dirty = true;
+    }
+
+    function setDensity(region, grid) {
+      const c = document.createElement("canvas");
+      c.width = grid.cols; c.height = grid.rows;
+      const g = c.getContext("2d");
+      const img = g.createImageData(grid.cols, grid.rows);
+      let max = 1;
+      for (const row of grid.counts) for (const n of row) max = Math.max(max, n);
+      grid.counts.forEach((row, y) => row.forEach((n, x) => {
+        if (!n) return;
+        const i = 4 * (y * grid.cols + x);
+        img.data[i] = 255; img.data[i + 1] = 120; img.data[i + 2] = 0;
+        img.data[i + 3] = Math.round(255 * (0.2 + 0.7 * Math.sqrt(n / max)));
+      }));
+      g.putImageData(img, 0, 0);
+      layer.mode = "density";
+      layer.density = { canvas: c, x: region.x, y: region.y, w: region.w, h: region.h, max };
+      requestFrame();
+    }
+
+    /** Drop every cached cell and load the view again (after an import or a 409). */
+    function reload() {
+      for (const cell of layer.cells.values()) if (cell.abort) cell.abort.abort();
+      layer.cells.clear();
+      layer.shown = [];
+      layer.selected = null;
+      layer.dirty = true;
+      showSelection();
+      return refresh();
+    }
+
+    /** Resolves when no request is running or due and the last frame is drawn. */
+    function idle() {
+      return new Promise((resolve) => {
+        const tick = () => {
+          if (layer.pending === 0 && layer.timer === null && !layer.frameRequested &&
+              !viewer.isAnimating()) resolve(true);
+          else setTimeout(tick, 20);
+        };
+        tick();
+      });
+    }
+
+    // Local edits patch the loaded cells: no reload of the view after each save.
+    function patch(id, replacement) {
+      for (const cell of layer.cells.values()) {
+        if (!cell.records) continue;
+        let records = cell.records.filter((r) => r.id !== id);
+        const b = replacement && replacement.box;
+        const [size_, cx, cy] = cell.key.split(":").map(Number);
+        if (b && b[0] <= (cx + 1) * size_ && b[2] >= cx * size_ &&
+            b[1] <= (cy + 1) * size_ && b[3] >= cy * size_) records = records.concat([replacement]);
+        if (records.length !== cell.records.length || replacement) setRecords(cell, records);
+      }
+      requestFrame();
+    }
+
+    // ---------------------------------------------------------------- the panel
+    const ui = {};
+    function buildPanel() {
+      panel.hidden = false;
+      const tools = el("div", { class: "buttons annotation-tools", role: "toolbar",
+        "aria-label": "annotation tools" });
+      for (const [tool, label] of TOOLS) {
+        if (tool !== "select" && !layer.canEdit) continue;
+        const b = el("button", { type: "button", "data-tool": tool, "aria-pressed": "false" }, label);
+        b.addEventListener("click", () => setTool(layer.tool === tool ? null : tool));
+        tools.appendChild(b);
+      }
+      ui.cls = el("select", { id: "annotation-class" });
+      ui.comment = el("textarea", { id: "annotation-comment", rows: "2", maxlength: "10000",
+        placeholder: "comment" });
+      const clsRow = el("label", { class: "row" }, "Class ");
+      clsRow.appendChild(ui.cls);
+      ui.selected = el("div", { id: "annotation-selected", class: "annotation-selected" });
+      ui.selected.hidden = true;
+      ui.owner = el("p", { id: "annotation-owner", class: "annotation-owner" });
+      const edit = el("div", { class: "buttons" });
+      ui.save = el("button", { type: "button", id: "annotation-save" }, "Save changes");
+      ui.del = el("button", { type: "button", id: "annotation-delete" }, "Delete");
+      ui.save.addEventListener("click", saveSelected);
+      ui.del.addEventListener("click", deleteSelected);
+      edit.append(ui.save, ui.del);
+      ui.selected.append(ui.owner, edit);
+      const io = el("div", { class: "buttons" });
+      const exp = el("button", { type: "button", id: "annotation-export" }, "Export GeoJSON");
+      exp.addEventListener("click", exportGeojson);
+      io.appendChild(exp);
+      if (layer.canEdit) {
+        ui.file = el("input", { type: "file", id: "annotation-import-file", hidden: "",
+          accept: ".geojson,.json,application/geo+json,application/json" });
+        const imp = el("button", { type: "button", id: "annotation-import" }, "Import GeoJSON");
+        imp.addEventListener("click", () => ui.file.click());
+        ui.file.addEventListener("change", importGeojson);
+        io.append(imp, ui.file);
+      }
+      ui.status = el("output", { id: "annotation-status", class: "annotation-status" });
+      panel.append(tools, clsRow, ui.comment, ui.selected, io, ui.status);
+    }
+
+    function status(message, kind) {
+      ui.status.textContent = message;
+      ui.status.dataset.kind = kind || "error";
+    }
+
+    function fillClasses(list) {
+      const merged = new Map(DEFAULT_CLASSES.map((c) => [c.name, c.color]));
+      for (const c of list) merged.set(c.name, c.color);
+      layer.classes = [...merged].map(([name, color]) => ({ name, color }));
+      layer.classColors = merged;
+      ui.cls.textContent = "";
+      for (const c of layer.classes) {
+        const o = el("option", { value: c.name }, `■ ${c.name}`);
+        o.style.color = c.color;
+        ui.cls.appendChild(o);
+      }
+    }
+
+    function currentClass() {
+      const name = ui.cls.value;
+      return { name, color: layer.classColors.get(name) || "#ffcc00" };
+    }
+
+    function setTool(tool) {
+      layer.tool = tool;
+      layer.draft = null;
+      for (const b of panel.querySelectorAll("button[data-tool]")) {
+        b.setAttribute("aria-pressed", String(b.dataset.tool === tool));
+      }
+      const drawing = tool !== null;
+      viewer.gestureSettingsMouse.clickToZoom = !drawing;
+      viewer.gestureSettingsMouse.dblClickToZoom = !drawing;
+      document.body.classList.toggle("annotating", drawing && tool !== "select");
+      requestFrame();
+    }
+
+    const isOwn = (r) => r && layer.canEdit && layer.user !== null && r.owner === layer.user;
+
+    function select(r) {
+      layer.selected = r || null;
+      showSelection();
+      requestFrame();
+    }
+
+    function showSelection() {
+      const r = layer.selected;
+      ui.selected.hidden = !r;
+      if (!r) return;
+      const own = isOwn(r);
+      ui.owner.textContent = `${r.kind} by ${r.owner} · version ${r.version}` +
+        (own ? "" : " (read only)");
+      ui.selected.dataset.id = String(r.id);
+      ui.save.disabled = ui.del.disabled = !own;
+      if (r.cls && layer.classColors.has(r.cls)) ui.cls.value = r.cls;
+      ui.comment.value = r.comment;
+    }
+
+    // ---------------------------------------------------------------- API calls
+    async function send(method, url, body, type) {
+      const headers = { "X-CSRF-Token": csrf() };
+      if (body !== undefined) headers["Content-Type"] = type || "application/json";
+      const r = await fetch(url, { method, headers,
+        body: body === undefined ? undefined : (type ? body : JSON.stringify(body)) });
+      let payload = null;
+      try { payload = await r.json(); } catch (_) { payload = null; }
+      return { status: r.status, ok: r.ok, payload };
+    }
+
+    function failure(res, what) {
+      const detail = res.payload && res.payload.detail ? `: ${res.payload.detail}` : "";
+      if (res.status === 409) {
+        status(`${what}: this annotation was changed by someone else meanwhile. ` +
+          "The view was reloaded; apply your change again.", "conflict");
+        reload();
+        return;
+      }
+      if (res.status === 403) { status(`${what}: not allowed${detail}.`); return; }
+      status(`${what} failed (HTTP ${res.status})${detail}.`);
+    }
+
+    async function create(tool, geometry) {
+      const cls = currentClass();
+      const body = { geometry, kind: tool, class_name: cls.name, color: cls.color,
+        comment: ui.comment.value };
+      const res = await send("POST", base, body);
+      if (!res.ok) { failure(res, "Saving"); return; }
+      const r = record(res.payload, layer.classColors);
+      patch(r.id, r);
+      status(`Saved ${tool} #${r.id}.`, "ok");
+      document.dispatchEvent(new CustomEvent("iain:annotation-saved", { detail: r }));
+    }
+
+    async function saveSelected() {
+      const r = layer.selected;
+      if (!isOwn(r)) return;
+      const cls = currentClass();
+      const body = { geometry: r.geometry, kind: r.kind, class_name: cls.name, color: cls.color,
+        comment: ui.comment.value, layer: r.layer, version: r.version };
+      const res = await send("PUT", `${base}/${r.id}`, body);
+      if (!res.ok) { failure(res, "Saving"); return; }
+      const updated = record(res.payload, layer.classColors);
+      patch(updated.id, updated);
+      select(updated);
+      status(`Saved #${updated.id} (version ${updated.version}).`, "ok");
+    }
+
+    async function deleteSelected() {
+      const r = layer.selected;
+      if (!isOwn(r)) return;
+      const res = await send("DELETE", `${base}/${r.id}?version=${r.version}`);
+      if (!res.ok) { failure(res, "Deleting"); return; }
+      patch(r.id, null);
+      select(null);
+      status(`Deleted #${r.id}.`, "ok");
+    }
+
+    function exportGeojson() {
+      const a = el("a", { href: `${base}/export.geojson`, download: "" });
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+    }
+
+    async function importGeojson() {
+      const file = ui.file.files && ui.file.files[0];
+      if (!file) return;
+      status(`Importing ${file.name}…`, "busy");
+      const res = await send("POST", `${base}/import`, await file.text(), "application/json");
+      ui.file.value = "";
+      if (!res.ok) { failure(res, `Importing ${file.name}`); return; }
+      status(`Imported ${res.payload.imported} annotations from ${file.name}.`, "ok");
+      await reload();
+    }
+
+    // ---------------------------------------------------------------- pointer input
+    const DRAG_TOOLS = new Set(["line", "rectangle", "ellipse", "freehand"]);
+
+    function finishDraft() {
+      const d = layer.draft;
+      const tool = layer.tool;
+      layer.draft = null;
+      requestFrame();
+      if (!d) return;
+      const geometry = draftGeometry(tool, d.points);
+      if (geometry) create(tool, geometry);
+    }
+
+    function elementPoint(event) {
+      const p = toImage(event.position);
+      return { x: p.x, y: p.y, ex: event.position.x, ey: event.position.y };
+    }
+
+    viewer.addHandler("canvas-press", (e) => {
+      if (!DRAG_TOOLS.has(layer.tool)) return;
+      layer.draft = { points: [elementPoint(e)], dragged: false };
+    });
+    viewer.addHandler("canvas-drag", (e) => {
+      if (!DRAG_TOOLS.has(layer.tool)) return;
+      e.preventDefaultAction = true;  // draw, do not pan
+      const d = layer.draft;
+      if (!d) return;
+      const p = elementPoint(e);
+      const last = d.points[d.points.length - 1];
+      if (layer.tool === "freehand") {
+        if (Math.hypot(p.ex - last.ex, p.ey - last.ey) >= 3) d.points.push(p);
+      } else d.points = [d.points[0], p];
+      d.dragged = true;
+      requestFrame();
+    });
+    viewer.addHandler("canvas-release", (e) => {
+      if (!DRAG_TOOLS.has(layer.tool) || !layer.draft) return;
+      if (layer.draft.dragged) {
+        if (layer.tool !== "freehand") layer.draft.points[1] = elementPoint(e);
+        finishDraft();
+      } else layer.draft = null;
+    });
+    viewer.addHandler("canvas-click", (e) => {
+      if (!layer.tool || !e.quick) return;
+      e.preventDefaultAction = true;
+      const p = elementPoint(e);
+      if (layer.tool === "point") { layer.draft = { points: [p] }; finishDraft(); return; }
+      if (layer.tool === "polygon") {
+        const d = layer.draft || (layer.draft = { points: [] });
+        const first = d.points[0];
+        if (first && d.points.length >= 3 && Math.hypot(first.ex - p.ex, first.ey - p.ey) < 8) {
+          finishDraft();
+          return;
+        }
+        const last = d.points[d.points.length - 1];
+        if (!last || Math.hypot(last.ex - p.ex, last.ey - p.ey) >= 3) d.points.push(p);
+        requestFrame();
+        return;
+      }
+      if (layer.tool === "select") {
+        const tol = 6 / transform().s;
+        let best = null;
+        for (const cell of layer.shown) {
+          for (const r of cell.records) {
+            if (!hits(r, p, tol)) continue;
+            const area = (r.box[2] - r.box[0]) * (r.box[3] - r.box[1]);
+            if (!best || area < best.area) best = { r, area };
+          }
+        }
+        select(best ? best.r : null);
+      }
+    });
+    viewer.addHandler("canvas-double-click", (e) => {
+      if (layer.tool !== "polygon") return;
+      e.preventDefaultAction = true;
+      finishDraft();
+    });
+    viewer.canvas.addEventListener("pointermove", (e) => {
+      if (layer.tool !== "polygon" || !layer.draft) return;
+      const r = viewer.canvas.getBoundingClientRect();
+      const p = toImage(new OSD.Point(e.clientX - r.left, e.clientY - r.top));
+      layer.draft.cursor = { x: p.x, y: p.y };
+      requestFrame();
+    });
+    document.addEventListener("keydown", (e) => {
+      if (e.target && /^(INPUT|SELECT|TEXTAREA)$/.test(e.target.tagName)) return;
+      if (e.key === "Escape" && (layer.draft || layer.selected)) {
+        layer.draft = null;
+        select(null);
+      } else if (e.key === "Enter" && layer.tool === "polygon" && layer.draft) {
+        finishDraft();
+        e.preventDefault();
+      } else if ((e.key === "Delete" || e.key === "Backspace") && isOwn(layer.selected)) {
+        deleteSelected();
+        e.preventDefault();
+      }
+    });
+
+    // ---------------------------------------------------------------- start
+    buildPanel();
+    for (const event of ["update-viewport", "animation", "resize"]) {
+      viewer.addHandler(event, requestFrame);
+    }
+    viewer.addHandler("viewport-change", scheduleRefresh);
+    viewer.addHandler("resize", scheduleRefresh);
+    viewer.addHandler("animation-finish", () => { requestFrame(); scheduleRefresh(); });
+    const me = layer.user ? Promise.resolve({ username: layer.user })
+      : getJson("/api/me").catch(() => ({ username: null }));
+    const classes = getJson("/api/annotation-classes").catch(() => []);
+    Promise.all([me, classes]).then(([who, list]) => {
+      layer.user = who.username;
+      fillClasses(Array.isArray(list) ? list : []);
+      return refresh();
+    });
+    return layer;
+  }
+
+  window.iainAnnotations = { attach, draftGeometry };
+})();
