@@ -46,6 +46,7 @@ __all__ = [
     "remote_view",
 ]
 
+_DENSITY_LIMIT = 50_000  # a consultant's own and the pinned annotations: far fewer
 CONSULT_VERBS = frozenset({"accept", "decline", "answer"})
 _ANSWER_KEYS = ("text", "agreement", "diagnosis", "classification", "by", "centre", "at")
 _SUBJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
@@ -280,6 +281,27 @@ class RemoteOpinions:
         collection["features"] = features
         return dict(collection)
 
+    def density(
+        self,
+        share: Share,
+        user: RemoteUser,
+        view: store.Viewport,
+        *,
+        cols: int,
+        rows: int,
+        layer: str | None,
+    ) -> list[list[int]]:
+        """Counts per cell of what :meth:`annotations` lets the caller see (bbox centres), never
+        of the whole slide: a density raster would show where the owner's private ones are."""
+        features = self.annotations(share, user, view, layer=layer, limit=_DENSITY_LIMIT)
+        grid = [[0] * cols for _ in range(rows)]
+        for feature in features["features"]:
+            box = _bbox(feature["geometry"]["coordinates"])
+            cx = int(((box[0] + box[2]) / 2 - view.x) * cols / view.width)
+            cy = int(((box[1] + box[3]) / 2 - view.y) * rows / view.height)
+            grid[min(max(cy, 0), rows - 1)][min(max(cx, 0), cols - 1)] += 1
+        return grid
+
     def _check_region(self, share: Share, geometry: Any) -> None:
         if share.region is None:
             return
@@ -341,6 +363,18 @@ def authorize_remote(
     """The share check of an annotation call: ``annotate`` permission to write."""
     action = Permission.ANNOTATE if write else Permission.VIEW
     return authorize_share(share, claims, now, action=action)
+
+
+def _bbox(coords: Any, box: list[float] | None = None) -> list[float]:
+    """[min_x, min_y, max_x, max_y] of nested GeoJSON coordinates."""
+    box = box if box is not None else [float("inf"), float("inf"), float("-inf"), float("-inf")]
+    if coords and isinstance(coords[0], int | float):
+        x, y = float(coords[0]), float(coords[1])
+        box[:] = [min(box[0], x), min(box[1], y), max(box[2], x), max(box[3], y)]
+        return box
+    for part in coords:
+        _bbox(part, box)
+    return box
 
 
 def _answer(body: Mapping[str, Any]) -> Answer:

@@ -7,6 +7,7 @@ at the owner, then audits ``user@centre``)::
     GET    /federation/opinions/{id}                     one (allow-listed, share ids only)
     POST   /federation/opinions/{id}/accept|decline|answer
     GET    /federation/shares/{share_id}/annotations?x=&y=&width=&height=   (view permission)
+    GET    /federation/shares/{share_id}/annotations/density?...          (what they may see)
     POST   /federation/shares/{share_id}/annotations                       (annotate)
     PUT    /federation/shares/{share_id}/annotations/{annotation_id}       (annotate, own)
     DELETE /federation/shares/{share_id}/annotations/{annotation_id}?version=
@@ -18,6 +19,7 @@ Recipient side (the consultant's node, for its logged-in users; ``current_caller
     GET    /api/inbox/opinions/{peer}/{id}
     POST   /api/inbox/opinions/{peer}/{id}/accept|decline|answer
     GET    /shared/{peer}/{share_id}/annotations?x=&y=&width=&height=
+    GET    /shared/{peer}/{share_id}/annotations/density?x=&y=&width=&height=&cols=&rows=
     POST   /shared/{peer}/{share_id}/annotations
     PUT    /shared/{peer}/{share_id}/annotations/{annotation_id}
     DELETE /shared/{peer}/{share_id}/annotations/{annotation_id}?version=
@@ -65,6 +67,7 @@ Extent = Annotated[float, Query(allow_inf_nan=False, gt=0, le=1e8)]
 Layer = Annotated[str | None, Query(max_length=100)]
 Limit = Annotated[int, Query(ge=1, le=50_000)]
 Version = Annotated[int, Query(ge=1)]
+Cells = Annotated[int, Query(ge=1, le=512)]
 
 owner_opinions_router = APIRouter(prefix="/federation", tags=["federation"])
 recipient_opinions_router = APIRouter(tags=["federation"])
@@ -209,6 +212,28 @@ def peer_annotations(
     share = _share_for(state, claims, share_id, "annotation.read", write=False)
     view = store.Viewport(x, y, width, height)
     return remote.annotations(share, RemoteUser.from_claims(claims), view, layer=layer, limit=limit)
+
+
+@owner_opinions_router.get("/shares/{share_id}/annotations/density")
+def peer_annotation_density(
+    share_id: str,
+    state: OwnerDep,
+    remote: RemoteDep,
+    claims: ClaimsDep,
+    x: Coord,
+    y: Coord,
+    width: Extent,
+    height: Extent,
+    cols: Cells = 64,
+    rows: Cells = 64,
+    layer: Layer = None,
+) -> dict[str, Any]:
+    """The low-zoom view, counted over what the caller may see only."""
+    share = _share_for(state, claims, share_id, "annotation.read", write=False)
+    view = store.Viewport(x, y, width, height)
+    user = RemoteUser.from_claims(claims)
+    grid = remote.density(share, user, view, cols=cols, rows=rows, layer=layer)
+    return {"cols": cols, "rows": rows, "counts": grid}
 
 
 @owner_opinions_router.post("/shares/{share_id}/annotations", status_code=201)
@@ -356,6 +381,25 @@ def shared_annotations(
     route = f"{_annotations_route(share_id)}?{urlencode(query)}"
     answer = client.call_json("GET", route, caller)
     return JSONResponse(answer, media_type="application/geo+json")
+
+
+@recipient_opinions_router.get("/shared/{peer}/{share_id}/annotations/density")
+def shared_annotation_density(
+    share_id: str,
+    client: ClientDep,
+    caller: CallerDep,
+    x: Coord,
+    y: Coord,
+    width: Extent,
+    height: Extent,
+    cols: Cells = 64,
+    rows: Cells = 64,
+    layer: Layer = None,
+) -> Any:
+    query: dict[str, Any] = {"x": x, "y": y, "width": width, "height": height}
+    query |= {"cols": cols, "rows": rows} | ({"layer": layer} if layer is not None else {})
+    route = f"{_annotations_route(share_id)}/density?{urlencode(query)}"
+    return client.call_json("GET", route, caller)
 
 
 @recipient_opinions_router.post("/shared/{peer}/{share_id}/annotations", status_code=201)

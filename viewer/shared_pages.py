@@ -98,7 +98,6 @@ def shared_viewer_page(peer: str, share_id: str) -> HTMLResponse:
 <div class="workspace">
   <div class="stage">
     <div id="osd" class="osd"></div>
-    <svg id="annotation-layer" class="annotation-layer" aria-hidden="true"></svg>
     <svg id="ruler-layer" class="ruler-layer" aria-hidden="true"></svg>
     <div id="scalebar" class="scalebar" hidden>
       <div class="bar"></div><span class="label"></span>
@@ -109,14 +108,7 @@ def shared_viewer_page(peer: str, share_id: str) -> HTMLResponse:
       <h2>Second opinion</h2>
       <div id="opinion"></div>
     </section>
-    <section id="annotate-panel">
-      <h2>Annotations</h2>
-      <div class="buttons">
-        <button type="button" id="btn-rect" aria-pressed="false"
-          title="click two opposite corners">Rectangle</button>
-      </div>
-      <output id="annotation-count" class="measure"></output>
-    </section>
+    <section id="annotations-panel"><h2>Annotations</h2></section>
     <section>
       <h2>Magnification</h2>
       <div class="mag"><span id="mag">–</span></div>
@@ -146,8 +138,8 @@ def shared_viewer_page(peer: str, share_id: str) -> HTMLResponse:
     scripts = (
         f"{OPENSEADRAGON_URL}/openseadragon.min.js",
         f"{STATIC_URL}/shared.js",  # sets the hooks viewer.js reads: load it first
+        f"{STATIC_URL}/annotations.js",  # attached by shared-view.js, pointed at the proxy
         f"{STATIC_URL}/viewer.js",
-        f"{STATIC_URL}/annot-lite.js",
         f"{STATIC_URL}/shared-view.js",
     )
     return HTMLResponse(_page("IAIN — shared slide", body, scripts))

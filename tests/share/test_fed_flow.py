@@ -140,6 +140,8 @@ def test_lille_consults_from_its_own_node(
         (theirs_pinned,) = [f for f in seen if f["iain"]["id"] == pinned]
         assert theirs_pinned["iain"]["comment"] == ""  # the requester's comment stays home
         assert theirs_pinned["iain"]["owner"] == "caen"  # and so does the requester's name
+        density = lille.get(f"/shared/caen/{sid}/annotations/density?{view}&cols=2&rows=2")
+        assert sum(map(sum, density.json()["counts"])) == 2  # the private one is not counted
         edit = {"geometry": POLYGON, "version": 1}
         refused = lille.put(f"/shared/caen/{sid}/annotations/{pinned}", json=edit, headers=lh)
         assert refused.status_code == 404  # Caen's annotation: not Lille's to change
@@ -230,6 +232,9 @@ def test_no_new_endpoint_returns_a_canary(
                 ("POST", shared, {"geometry": POLYGON, "comment": "lille note"}, 201),
                 ("GET", f"{shared}?{view}", None, 200),
             ],
+            "/shared/{peer}/{share_id}/annotations/density": [
+                ("GET", f"{shared}/density?{view}&cols=4&rows=4", None, 200)
+            ],
             "/shared/{peer}/{share_id}/annotations/{annotation_id}": [
                 ("PUT", f"{shared}/{{aid}}", {"geometry": POLYGON, "version": 1}, 200),
                 ("DELETE", f"{shared}/{{aid}}?version=2", None, 200),
@@ -263,6 +268,9 @@ def test_no_new_endpoint_returns_a_canary(
         "/federation/shares/{share_id}/annotations": [
             ("POST", owner_ann, {"geometry": POLYGON}, 201),
             ("GET", f"{owner_ann}?{view}", None, 200),
+        ],
+        "/federation/shares/{share_id}/annotations/density": [
+            ("GET", f"{owner_ann}/density?{view}", None, 200)
         ],
         "/federation/shares/{share_id}/annotations/{annotation_id}": [
             ("PUT", f"{owner_ann}/{{aid}}", {"geometry": POLYGON, "version": 1}, 200),

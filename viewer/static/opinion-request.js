@@ -1,14 +1,13 @@
 // On a slide of my centre: ask another centre for a second opinion on what is on screen (the
 // pinned region is the current viewport, level-0 pixels), and see the requests already made on
-// this slide with their answers and the consultants' annotations (drawn read-only).
+// this slide with their answers; the consultants' annotations are in the annotation layer.
 (function () {
   "use strict";
 
   const cfg = JSON.parse(document.getElementById("viewer-config").textContent);
   const panel = document.querySelector("aside.panel");
-  const stage = document.querySelector(".stage");
-  if (!panel || !stage) return;
-  const page = { requests: [], annotations: null, created: null };
+  if (!panel) return;
+  const page = { requests: [], created: null };
   window.iainOpinion = page;
 
   function csrf() {
@@ -54,10 +53,6 @@
   const list = el("div", { id: "opinion-requests" });
   section.appendChild(list);
   panel.insertBefore(section, panel.firstChild);
-  const layer = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  layer.setAttribute("id", "annotation-layer");
-  layer.setAttribute("class", "annotation-layer");
-  stage.appendChild(layer);
 
   // Only on a node that federates with others (and has accounts): otherwise the panel goes.
   const peers = fetch("/api/federation/peers")
@@ -66,7 +61,6 @@
     .then((answer) => {
       if (!answer) {
         section.remove();
-        layer.remove();
         return false;
       }
       for (const name of answer.peers) centre.appendChild(el("option", { value: name }, name));
@@ -130,7 +124,8 @@
       page.requests = all.filter((o) => o.role === "requester" &&
         o.slides.some((s) => s.slide_id === cfg.slideId));
       render(page.requests);
-      return page.annotations ? page.annotations.refresh() : null;
+      const layer = window.iain && window.iain.annotations;
+      return layer && layer.reload ? layer.reload() : null;  // answers bring annotations
     });
   }
   page.reload = load;
@@ -146,14 +141,8 @@
     });
   }
 
-  Promise.all([peers, opened()]).then(([federated, viewer]) => {
+  Promise.all([peers, opened()]).then(([federated]) => {
     if (!federated) return null;
-    // The full annotation layer (annotations.js) draws them when present; otherwise read-only.
-    if (!(window.iainAnnotations && window.iainAnnotations.attach)) {
-      page.annotations = window.iainAnnotLite.attach(viewer, {
-        base: `/api/slides/${encodeURIComponent(cfg.slideId)}/annotations`, canEdit: false, layer,
-      });
-    }
     return load().then(() => { document.body.dataset.opinions = "ready"; });
   }).catch((err) => { out.textContent = err.message; });
 })();

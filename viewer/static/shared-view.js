@@ -128,22 +128,18 @@
   }
 
   // ------------------------------------------------------------------ annotations
+  // The annotation layer (annotations.js), pointed at this node's proxy; at the owner's node the
+  // consultant is "<this node>:<username>", which is how the layer knows their own shapes.
   function attachAnnotations(viewer, canEdit) {
-    if (window.iainAnnotations && window.iainAnnotations.attach) {
-      $("annotate-panel").hidden = true;  // the full layer brings its own tools
-      page.annotations = window.iainAnnotations.attach(viewer, { base: cfg.annotationsBase, canEdit });
-      return Promise.resolve();
-    }
-    page.annotations = window.iainAnnotLite.attach(viewer, {
-      base: cfg.annotationsBase, canEdit, layer: $("annotation-layer"), button: $("btn-rect"),
-      defaults: { class_name: "Consultant" },
-      onChange: (features) => {
-        $("annotation-count").textContent = `${features.length} annotation${features.length === 1 ? "" : "s"}`;
-        $("annotation-count").dataset.count = String(features.length);
-      },
-      onError: (err) => showError(err.message),
+    if (!(window.iainAnnotations && window.iainAnnotations.attach)) return Promise.resolve();
+    const json = (url) => fetch(url).then((r) => (r.ok ? r.json() : null));
+    return Promise.all([json("/api/me"), json("/api/federation/peers")]).then(([me, fed]) => {
+      const user = me && fed ? `${fed.node}:${me.username}` : null;
+      page.annotations = window.iainAnnotations.attach(viewer, {
+        base: cfg.annotationsBase, canEdit, panel: $("annotations-panel"), user,
+      });
+      window.iain.annotations = page.annotations;
     });
-    return page.annotations.refresh();
   }
 
   opened().then((viewer) => {
