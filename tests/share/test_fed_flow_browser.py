@@ -9,7 +9,6 @@ the audit trail; after Caen closes the request Lille gets 404 on every tile it h
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import pytest
@@ -53,7 +52,6 @@ def test_second_opinion_across_three_nodes_in_the_browser(
     chromium: Any, fed_nodes: dict[str, FedNode]
 ) -> None:
     caen, lille = fed_nodes["caen"], fed_nodes["lille"]
-    started = time.monotonic()
     pages: list[Any] = []
     try:
         # --- Caen: the requester pins what is on screen and asks Lille's pathologist
@@ -146,11 +144,16 @@ def test_second_opinion_across_three_nodes_in_the_browser(
         assert "partly" in requester.text_content(answered)
         assert _owners(requester) == ["lille:lille-patho"]  # drawn in Caen's own viewer
 
-        # --- Caen's admin: Lille's accesses in the audit trail
-        admin = _login(chromium, caen, "caen-admin", "/")
+        # --- Caen's admin: Lille's accesses on the audit page
+        admin = _login(chromium, caen, "caen-admin", "/audit")
         pages.append(admin)
-        records = admin.evaluate("fetch('/api/audit').then((r) => r.json())")
-        lille_actions = {r["action"] for r in records if r["actor"] == "lille-patho@lille"}
+        admin.wait_for_selector("body[data-state='loaded']")
+        lille_actions = set(
+            admin.eval_on_selector_all(
+                "#audit tr[data-actor='lille-patho@lille']",
+                "(rows) => rows.map((r) => r.dataset.action)",
+            )
+        )
         assert {"federation.opinion.accept", "federation.opinion.answer"} <= lille_actions
         assert {"federation.info", "slide.view", "federation.annotation.create"} <= lille_actions
 
@@ -160,17 +163,11 @@ def test_second_opinion_across_three_nodes_in_the_browser(
         requester.wait_for_selector(close)
         requester.click(close)
         requester.wait_for_selector(f"#mine article.opinion[data-id='{oid}'][data-state='closed']")
-        closed_at = time.monotonic()
+        # the revocation notice purged Lille's cache before the close answered: no waiting
         urls = sorted(set(tiles))
-        while True:
-            statuses = {_fetch_status(consultant, url) for url in urls}
-            if statuses == {404}:
-                break
-            assert time.monotonic() - closed_at < 60, f"tiles still served: {statuses}"
-            time.sleep(0.5)
-        assert time.monotonic() - closed_at < 5  # the revocation notice makes it immediate
         assert len(urls) >= 4
+        statuses = {url: _fetch_status(consultant, url) for url in urls}
+        assert set(statuses.values()) == {404}, statuses
     finally:
         for page in pages:
             page.context.close()
-    assert time.monotonic() - started < 60
