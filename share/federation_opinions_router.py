@@ -20,6 +20,7 @@ Recipient side (the consultant's node, for its logged-in users; ``current_caller
     POST   /api/inbox/opinions/{peer}/{id}/accept|decline|answer
     GET    /shared/{peer}/{share_id}/annotations?x=&y=&width=&height=
     GET    /shared/{peer}/{share_id}/annotations/density?x=&y=&width=&height=&cols=&rows=
+    GET    /shared/{peer}/{share_id}/annotations/export.geojson
     POST   /shared/{peer}/{share_id}/annotations
     PUT    /shared/{peer}/{share_id}/annotations/{annotation_id}
     DELETE /shared/{peer}/{share_id}/annotations/{annotation_id}?version=
@@ -400,6 +401,19 @@ def shared_annotation_density(
     query |= {"cols": cols, "rows": rows} | ({"layer": layer} if layer is not None else {})
     route = f"{_annotations_route(share_id)}/density?{urlencode(query)}"
     return client.call_json("GET", route, caller)
+
+
+@recipient_opinions_router.get("/shared/{peer}/{share_id}/annotations/export.geojson")
+def shared_annotation_export(share_id: str, client: ClientDep, caller: CallerDep) -> JSONResponse:
+    """What the caller may see of the shared slide's annotations, as one GeoJSON download."""
+    query = {"x": 0, "y": 0, "width": 10**8, "height": 10**8, "limit": 50_000}
+    answer = client.call_json("GET", f"{_annotations_route(share_id)}?{urlencode(query)}", caller)
+    features = answer.get("features", []) if isinstance(answer, dict) else []
+    return JSONResponse(
+        {"type": "FeatureCollection", "features": features},
+        media_type="application/geo+json",
+        headers={"Content-Disposition": 'attachment; filename="shared.geojson"'},
+    )
 
 
 @recipient_opinions_router.post("/shared/{peer}/{share_id}/annotations", status_code=201)

@@ -232,6 +232,9 @@ def test_no_new_endpoint_returns_a_canary(
                 ("POST", shared, {"geometry": POLYGON, "comment": "lille note"}, 201),
                 ("GET", f"{shared}?{view}", None, 200),
             ],
+            "/shared/{peer}/{share_id}/annotations/export.geojson": [
+                ("GET", f"{shared}/export.geojson", None, 200)
+            ],
             "/shared/{peer}/{share_id}/annotations/density": [
                 ("GET", f"{shared}/density?{view}&cols=4&rows=4", None, 200)
             ],
