@@ -183,9 +183,11 @@ class RemoteOpinions:
             return int(row.id)
 
     def _consultant(self, user: RemoteUser) -> Principal:
+        """The consultant as the requester's state machine sees them: ``username`` at their
+        centre (the name the request was addressed to). No row here: id 0 is nobody's."""
         if not user.clinician:
             raise ShareRecipientError("second opinions are for clinicians")
-        return Principal(self.user_id(user), user.username, user.centre, Role.PATHOLOGIST)
+        return Principal(0, user.username, user.centre, Role.PATHOLOGIST)
 
     # ------------------------------------------------------------------ opinions
 

@@ -78,8 +78,12 @@ def test_second_opinion_across_three_nodes_in_the_browser(
         assert region["w"] < 800  # zoomed in: a region, not the slide
 
         # --- Lille: the inbox on Lille's own node, the slide opened at the pinned region
-        consultant = _login(chromium, lille, "lille-patho", "/opinions")
+        consultant = _login(chromium, lille, "lille-patho", "/shared-with-me")
         pages.append(consultant)
+        card = consultant.wait_for_selector(".shared-card")
+        assert created["slides"][0]["pseudonym"] in (card.text_content() or "")
+        assert "/shared-view/caen/" in (card.get_attribute("href") or "")
+        consultant.goto(f"{lille.url}/opinions")
         tiles: list[str] = []
         consultant.on(
             "response",
