@@ -44,6 +44,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
+PEER_SESSION = "peer:"
 FIELDS = ("seq", "at", "actor", "action", "outcome", "centre_id", "slide_id", "detail")
 
 
@@ -234,18 +235,23 @@ class ViewAggregator:
             return 0
         with self.db.session() as s:
             for (sid, slide_id), seen in taken:
+                detail: dict[str, Any] = {
+                    "session": sid[:12],
+                    "since": seen.first_at,
+                    "tiles": seen.tiles,
+                    "regions": dict(sorted(seen.levels.items())),
+                }
+                if sid.startswith(PEER_SESSION):
+                    # A peer's views (FederationAuditTrail keys them "peer:<node>:<share id>"):
+                    # the owner's review says which node and which share, not a truncated key.
+                    _, detail["peer"], detail["share"] = sid.split(":", 2)
                 append(
                     s,
                     actor=seen.actor,
                     action="slide.view",
                     centre_id=seen.centre_id,
                     slide_id=slide_id,
-                    detail={
-                        "session": sid[:12],
-                        "since": seen.first_at,
-                        "tiles": seen.tiles,
-                        "regions": dict(sorted(seen.levels.items())),
-                    },
+                    detail=detail,
                 )
         return len(taken)
 

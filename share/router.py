@@ -17,9 +17,10 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from share import annotations_router, audit, opinions_router
+from share import annotations_router, audit, collections_router, opinions_router, review_router
 from share.accounts import Accounts, SessionInfo
 from share.authz import Action, AuditScope, Decision, Principal, authorize
+from share.collections_federation import install_collections_federation
 from share.config import ShareSettings
 from share.db import Database, open_database
 from share.errors import ForbiddenError, NotFoundError, SlideNotFoundError
@@ -254,6 +255,9 @@ def install_share(
     app.include_router(annotations_router.router)
     app.include_router(annotations_router.classes_router)
     opinions = opinions_router.install_opinions(app, accounts)
+    collections_router.install_collections(app, accounts, opinions.shares, source_of)
+    review_router.install_review(app, accounts, opinions.shares)
     if settings.federation_file:
         install_federation(app, accounts, opinions.shares, source_of, opinions)
+        install_collections_federation(app, accounts)
     return accounts
