@@ -34,7 +34,8 @@
     add(who[0], who[1]);
     add("State", opinion.state);
     add("Urgency", opinion.urgency);
-    add("Due", new Date(opinion.due_at).toLocaleString());
+    const late = ["sent", "accepted"].includes(opinion.state) && new Date(opinion.due_at) < new Date();
+    add("Due", new Date(opinion.due_at).toLocaleString() + (late ? " (overdue)" : ""));
     return dl;
   }
 
