@@ -200,7 +200,10 @@ class RemoteOpinions:
         return remote_view(opinion, shares, datetime.now(UTC))
 
     def list_for(self, user: RemoteUser) -> list[dict[str, Any]]:
-        """Requests asked of ``user`` (or of their centre's pool), drafts excepted."""
+        """Requests asked of ``user`` (or of their centre's pool), drafts excepted; none for a
+        non-clinician (their inbox is empty, not an error)."""
+        if not user.clinician:
+            return []
         who = self._consultant(user)
         return [
             self._view(opinion, user)

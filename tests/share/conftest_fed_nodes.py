@@ -33,6 +33,7 @@ USERS = {  # username -> (centre, role); password = username + "-password"
     "rouen-patho": ("rouen", "pathologist"),
     "lille-patho": ("lille", "pathologist"),
     "lille-admin": ("lille", "admin"),
+    "lille-ml": ("lille", "ml"),
 }
 
 

@@ -110,6 +110,11 @@ def test_lille_consults_from_its_own_node(
             }
         ]
         assert rouen.get("/api/inbox/opinions").json()["opinions"] == []  # not asked of Rouen
+        ml, _ = fed_nodes["lille"].client("lille-ml")  # Lille, but no clinician: nothing asked
+        with closing(ml):
+            assert ml.get("/api/inbox/opinions").json() == {"opinions": [], "unavailable": []}
+            assert ml.get(f"/api/inbox/opinions/caen/{oid}").status_code == 404
+            assert ml.get(f"/shared/caen/{sid}").status_code == 404
         assert rouen.get(f"/shared/caen/{sid}").status_code == 404
 
         # Lille answers before accepting: the requester's state machine refuses (409)
