@@ -400,3 +400,32 @@ def test_a_centre_pool_request_goes_to_whoever_accepts(fed_nodes: dict[str, FedN
         assert not asked(patho)  # assigned to lille-admin now
         assert patho.post(f"/api/inbox/opinions/caen/{oid}/accept", headers=ph).status_code == 404
         assert caen.get(f"/api/opinions/{oid}").json()["assignee"] == "lille-admin"
+
+
+def test_a_view_only_share_reads_annotations_but_never_writes(
+    fed_nodes: dict[str, FedNode],
+) -> None:
+    caen, ch = fed_nodes["caen"].client("caen-patho")
+    lille, lh = fed_nodes["lille"].client("lille-patho")
+    with closing(caen), closing(lille):
+        body = {
+            "slide_id": _caen_slide(caen),
+            "recipient": {"kind": "user", "centre": "lille", "name": "lille-patho"},
+            "permission": "view",
+            "expires_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        }
+        made = caen.post("/api/shares", json=body, headers=ch)
+        assert made.status_code == 201, made.text
+        sid = made.json()["share_id"]
+        listed = {s["share_id"]: s for s in lille.get("/shared").json()["slides"]}
+        assert listed[sid]["permission"] == "view"
+        base = f"/shared/caen/{sid}/annotations"
+        assert lille.get(f"{base}?x=0&y=0&width=100&height=100").status_code == 200
+        refused = lille.post(base, json={"geometry": POLYGON}, headers=lh)
+        assert refused.status_code == 404  # like an unknown share: nothing to probe
+        page = lille.get(f"/shared-view/caen/{sid}", headers={"accept": "text/html"})
+        assert page.status_code == 200 and "/shared/caen/" in page.text
+        assert (
+            lille.get("/shared-view/caen/..%2Fetc", headers={"accept": "text/html"}).status_code
+            == 404
+        )
