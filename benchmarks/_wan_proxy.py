@@ -48,7 +48,9 @@ class _Link:
 class WanProxy:
     """Forwards ``127.0.0.1:port`` to ``upstream`` through an emulated link, in its own thread."""
 
-    def __init__(self, upstream_port: int, rtt_ms: float = 20.0, rate_mbit: float = 100.0) -> None:
+    def __init__(
+        self, upstream_port: int, rtt_ms: float = 20.0, rate_mbit: float = 100.0, port: int = 0
+    ) -> None:
         rate = rate_mbit * 1e6 / 8 if rate_mbit > 0 else math.inf
         self.rtt_s = rtt_ms / 1000
         self.up = _Link(rate, self.rtt_s / 2)  # client -> server
@@ -57,7 +59,7 @@ class WanProxy:
         self._upstream_port = upstream_port
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock.bind(("127.0.0.1", port))  # a fixed port: a node configured to reach it
         self.port = int(self._sock.getsockname()[1])
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()

@@ -5,6 +5,8 @@ every request authenticated by a signed node token and audited in the hash-chain
 Recipient side: ``/shared/*`` asks the peers on behalf of the logged-in user (``current_caller``
 is the session's principal, with the share groups of :func:`share.shares.groups_of`).
 Revoking a share tells the recipient's node to purge what it cached (best effort).
+Second opinions asked of another node's users, and their annotations on the shared slide, go
+through :mod:`share.federation_opinions_router` (the requester's node stays the source of truth).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from share.accounts import Accounts
 from share.deidentify import derive_shared_pyramid
 from share.federation import FederationAuditTrail, FederationConfig, Share
 from share.federation_errors import FederationError, PeerError
+from share.federation_opinions import RemoteOpinions
+from share.federation_opinions_router import owner_opinions_router, recipient_opinions_router
 from share.federation_router import (
     OwnerState,
     RecipientState,
@@ -28,6 +32,7 @@ from share.federation_router import (
     owner_router,
     recipient_router,
 )
+from share.opinions import Opinions
 from share.peers import CachingPeerClient, Caller, HttpPeerClient, PeerClient
 from share.shares import DbShareRegistry, groups_of
 from share.signing import NodeKey
@@ -51,6 +56,7 @@ def install_federation(
     accounts: Accounts,
     registry: DbShareRegistry,
     source_of: Callable[[str], Path | None] | None = None,
+    opinions: Opinions | None = None,
 ) -> None:
     """Add owner and recipient routes; the peers file and node key come from the settings.
 
@@ -99,6 +105,10 @@ def install_federation(
     registry.on_create = derive
     registry.on_revoke = purge_at_recipient
     app.dependency_overrides[current_caller] = session_caller
+    if opinions is not None:
+        app.state.federation_opinions = RemoteOpinions(opinions, registry)
+        app.include_router(owner_opinions_router)
+        app.include_router(recipient_opinions_router)
     app.include_router(owner_router)
     app.include_router(recipient_router)
     app.add_exception_handler(FederationError, federation_error_handler)

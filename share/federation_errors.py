@@ -31,6 +31,8 @@
         ├── PeerUnavailableError         network error, timeout, 5xx
         ├── PeerRejectedError            the peer refused our signature (401/403)
         ├── PeerNotFoundError            the peer answered 404 (unknown or ended share)
+        ├── PeerConflictError            the peer answered 409 (e.g. a request already answered)
+        ├── PeerInputError               the peer refused what we sent (400/413/422)
         └── PeerProtocolError            the peer answered something we cannot use
 """
 
@@ -46,7 +48,9 @@ __all__ = [
     "MalformedTokenError",
     "NodeKeyError",
     "PeerConfigError",
+    "PeerConflictError",
     "PeerError",
+    "PeerInputError",
     "PeerNotFoundError",
     "PeerProtocolError",
     "PeerRejectedError",
@@ -190,3 +194,11 @@ class PeerNotFoundError(PeerError):
 
 class PeerProtocolError(PeerError):
     code = "peer_protocol"
+
+
+class PeerConflictError(PeerError):
+    code = "peer_conflict"
+
+
+class PeerInputError(PeerError):
+    code = "peer_refused_input"

@@ -50,7 +50,9 @@ from share.federation import (
 from share.federation_errors import (
     FederationError,
     MalformedTokenError,
+    PeerConflictError,
     PeerError,
+    PeerInputError,
     PeerNotFoundError,
     PeerProtocolError,
     RequestAuthError,
@@ -70,6 +72,7 @@ __all__ = [
     "owner_router",
     "recipient_router",
     "shared_with_me_everywhere",
+    "verified_claims",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +83,8 @@ ERROR_STATUS: dict[type[FederationError], int] = {
     RevocationBodyError: 422,
     ShareAccessError: 404,
     PeerNotFoundError: 404,
+    PeerConflictError: 409,
+    PeerInputError: 422,
     PeerError: 502,
     FederationError: 500,
 }
@@ -127,7 +132,7 @@ def _owner(request: Request) -> OwnerState:
     return state
 
 
-def _verified_claims(request: Request, body: bytes | None = None) -> dict[str, Any]:
+def verified_claims(request: Request, body: bytes | None = None) -> dict[str, Any]:
     """The verified node token of this request (401 otherwise)."""
     state = _owner(request)
     header = request.headers.get("authorization", "")
@@ -148,7 +153,7 @@ def _verified_claims(request: Request, body: bytes | None = None) -> dict[str, A
 
 
 OwnerDep = Annotated[OwnerState, Depends(_owner)]
-ClaimsDep = Annotated[dict[str, Any], Depends(_verified_claims)]
+ClaimsDep = Annotated[dict[str, Any], Depends(verified_claims)]
 
 owner_router = APIRouter(prefix="/federation", tags=["federation"])
 
@@ -253,7 +258,7 @@ async def revocations(request: Request) -> dict[str, int]:
     body = await request.body()
     if len(body) > 1_000_000:
         raise MalformedTokenError("revocation body too large")
-    claims = await run_in_threadpool(_verified_claims, request, body)
+    claims = await run_in_threadpool(verified_claims, request, body)
     try:
         share_ids = json.loads(body)["share_ids"]
     except (ValueError, KeyError, TypeError) as exc:

@@ -222,7 +222,11 @@ class Opinions:
             return
         with self.db.session() as s:
             user = s.scalar(select(User).where(User.username == name))
-            known_here = s.scalar(select(User.id).where(User.centre_id == centre).limit(1))
+            known_here = s.scalar(  # remote users ("lille:dr.x") do not make a centre local
+                select(User.id)
+                .where(User.centre_id == centre, User.username.not_like("%:%"))
+                .limit(1)
+            )
         if user is None and known_here is None:
             return  # a centre served by another node: its node checks the name
         if (

@@ -10,6 +10,9 @@ The owner's side of the wire is :mod:`share.federation_router`::
     GET /federation/shares/{share_id}                        -> SharedPyramidInfo
     GET /federation/shares/{share_id}/tiles/{level}/{col}_{row}.jpeg  -> JPEG bytes
     POST /federation/revocations  {"share_ids": [...]}        -> {"purged": n}  (owner -> recipient)
+
+:meth:`HttpPeerClient.call_json` signs any other JSON call (second opinions, annotations of a
+shared slide: :mod:`share.federation_opinions_router`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import httpx
 from share.deidentify import SharedPyramidInfo, SharedRegion
 from share.federation import Peer, Permission
 from share.federation_errors import (
+    PeerConflictError,
+    PeerInputError,
     PeerNotFoundError,
     PeerProtocolError,
     PeerRejectedError,
@@ -92,6 +97,12 @@ class PeerClient(Protocol):
 
     def notify_revoked(self, share_ids: Sequence[str]) -> int:
         """Owner side: tell this peer that our shares ended, so it drops what it cached."""
+        ...
+
+    def call_json(
+        self, method: str, route: str, caller: Caller, payload: object | None = None
+    ) -> Any:
+        """``method /federation{route}`` signed for ``caller`` (body bound); the JSON answer."""
         ...
 
     def purge(self, share_id: str) -> int:
@@ -204,6 +215,13 @@ class HttpPeerClient:
             raise PeerProtocolError(f"{self._peer.name}: bad revocation answer")
         return purged
 
+    def call_json(
+        self, method: str, route: str, caller: Caller, payload: object | None = None
+    ) -> Any:
+        body = None if payload is None else json.dumps(payload).encode()
+        response = self._send(route, caller, method=method.upper(), body=body)
+        return self._read_json(response)
+
     def purge(self, share_id: str) -> int:
         return 0  # nothing is kept here
 
@@ -222,7 +240,9 @@ class HttpPeerClient:
         self.close()
 
     def _get_json(self, route: str, caller: Caller) -> Any:
-        response = self._send(route, caller)
+        return self._read_json(self._send(route, caller))
+
+    def _read_json(self, response: httpx.Response) -> Any:
         try:
             body = bytearray()
             for chunk in response.iter_bytes():
@@ -263,7 +283,7 @@ class HttpPeerClient:
             raise PeerUnavailableError(f"{self._peer.name}: timed out") from exc
         except httpx.HTTPError as exc:
             raise PeerUnavailableError(f"{self._peer.name}: unreachable ({exc})") from exc
-        if response.status_code == 200:
+        if response.status_code in (200, 201):  # 201: an annotation created at the owner
             return response
         code = _error_code(response)
         response.close()
@@ -272,6 +292,10 @@ class HttpPeerClient:
             raise PeerNotFoundError(f"{self._peer.name}: not found or no longer shared")
         if response.status_code in (401, 403):
             raise PeerRejectedError(f"{self._peer.name}: refused our request ({code})")
+        if response.status_code == 409:
+            raise PeerConflictError(f"{self._peer.name}: conflict ({code})")
+        if response.status_code in (400, 413, 422):
+            raise PeerInputError(f"{self._peer.name}: refused the input ({code})")
         if response.status_code >= 500:
             raise PeerUnavailableError(f"{self._peer.name}: server error {response.status_code}")
         raise PeerProtocolError(f"{self._peer.name}: unexpected status {response.status_code}")
@@ -372,6 +396,11 @@ class CachingPeerClient:
 
     def notify_revoked(self, share_ids: Sequence[str]) -> int:
         return self._inner.notify_revoked(share_ids)
+
+    def call_json(
+        self, method: str, route: str, caller: Caller, payload: object | None = None
+    ) -> Any:
+        return self._inner.call_json(method, route, caller, payload)  # never cached
 
     def purge(self, share_id: str) -> int:
         """Drop every cached tile of ``share_id`` (all callers); returns how many."""

@@ -268,6 +268,6 @@ def install_share(
     collections_router.install_collections(app, accounts, opinions.shares, source_of)
     review_router.install_review(app, accounts, opinions.shares)
     if settings.federation_file:
-        install_federation(app, accounts, opinions.shares, source_of)
+        install_federation(app, accounts, opinions.shares, source_of, opinions)
         install_collections_federation(app, accounts)
     return accounts

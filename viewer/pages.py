@@ -162,6 +162,7 @@ def viewer_page(request: Request, slide_id: str) -> HTMLResponse:
         f"{STATIC_URL}/overlay.js",  # listens for the overlay viewer.js opens: load it first
         f"{STATIC_URL}/annotations.js",  # attached by viewer.js once the slide is open
         f"{STATIC_URL}/viewer.js",
+        f"{STATIC_URL}/opinion-request.js",  # the second-opinion panel (viewer/shared_pages.py)
     )
     return HTMLResponse(_page(f"IAIN — {slide_id}", body, scripts))
 
@@ -219,7 +220,10 @@ def install_pages(
     message = f"OpenSeadragon not found under {osd_dir}: run `npm ci` in the repository root"
     if missing and required:
         raise OpenSeadragonMissingError(message)
+    from viewer.shared_pages import router as shared_router  # it imports this module
+
     app.include_router(router)
+    app.include_router(shared_router)  # "shared with me", shared slides, second opinions
     # Compressed: OpenSeadragon is 348 kB as shipped, ~100 kB gzipped; on a 20 ms link that is
     # a few round trips of TCP slow start saved before the first tile is even asked for.
     app.mount(STATIC_URL, _gzip(StaticFiles(directory=STATIC_DIR)), name="viewer-static")

@@ -443,7 +443,8 @@
     const viewer = OSD({
       element: $("osd"),
       prefixUrl: cfg.osdPrefix,
-      tileSources: slide.dzi || slide.dzi_url || `/slides/${encodeURIComponent(slide.id)}.dzi`,
+      tileSources: slide.tileSource || slide.dzi || slide.dzi_url ||
+        `/slides/${encodeURIComponent(slide.id)}.dzi`,
       drawer: "canvas",
       showNavigator: true,
       navigatorPosition: "TOP_RIGHT",
@@ -505,12 +506,15 @@
     showError("The viewer library is missing on the server (run `npm ci` there).");
     return;
   }
-  fetch(`/api/slides/${encodeURIComponent(cfg.slideId)}`)
+  // A page may point the viewer elsewhere (a slide shared by another centre: shared.js sets
+  // cfg.infoUrl and window.iainHooks.adaptSlide, which supplies the tile source).
+  const hooks = window.iainHooks || {};
+  fetch(cfg.infoUrl || `/api/slides/${encodeURIComponent(cfg.slideId)}`)
     .then((r) => {
       if (r.status === 404) throw new Error("No such slide.");
       if (!r.ok) throw new Error(`The slide could not be loaded (HTTP ${r.status}).`);
       return r.json();
     })
-    .then(start)
+    .then((slide) => start(hooks.adaptSlide ? hooks.adaptSlide(slide) : slide))
     .catch((err) => showError(err.message));
 })();

@@ -1,0 +1,157 @@
+"""Three real IAIN nodes on loopback: Caen, Rouen, Lille, each ``viewer.app`` in its own uvicorn
+process with its own SQLite database, users and node key, peers configured with each other's
+public keys. Caen holds one real slide: the canary SVS (CMU-1-Small-Region's pixels, with
+identifiers planted in its label, macro, properties and file name) through the real converter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from share.accounts import Accounts
+from share.config import ShareSettings
+from share.db import open_database
+from share.signing import NodeKey
+from tests.share.conftest import login
+from tests.share.conftest_federation import CanarySlide, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CENTRES = ("caen", "rouen", "lille")
+USERS = {  # username -> (centre, role); password = username + "-password"
+    "caen-patho": ("caen", "pathologist"),
+    "caen-admin": ("caen", "admin"),
+    "rouen-patho": ("rouen", "pathologist"),
+    "lille-patho": ("lille", "pathologist"),
+    "lille-admin": ("lille", "admin"),
+    "lille-ml": ("lille", "ml"),
+}
+
+
+@dataclass(frozen=True)
+class FedNode:
+    name: str
+    url: str
+    home: Path
+
+    def client(self, username: str | None = None) -> tuple[httpx.Client, dict[str, str]]:
+        """A cookie jar on this node, logged in as ``username`` (CSRF headers returned)."""
+        client = httpx.Client(base_url=self.url, timeout=20)
+        headers = login(client, username) if username else {}
+        return client, headers
+
+
+def _settings(home: Path, name: str) -> ShareSettings:
+    return ShareSettings(
+        data_dir=home, default_centre=name, argon2_time_cost=1, argon2_memory_kib=1024
+    )
+
+
+def _start(name: str, home: Path, port: int) -> subprocess.Popen[bytes]:
+    env = os.environ | {
+        "PYTHONPATH": str(REPO_ROOT),
+        "IAIN_DATA": str(home / "data"),
+        "IAIN_CACHE_DIR": str(home / "cache"),
+        "SHARE_DATA_DIR": str(home),
+        "SHARE_DEFAULT_CENTRE": name,
+        "SHARE_FEDERATION_FILE": str(home / "federation.json"),
+        "SHARE_NODE_KEY_FILE": str(home / "node.pem"),
+        "SHARE_ARGON2_TIME_COST": "1",
+        "SHARE_ARGON2_MEMORY_KIB": "1024",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "viewer.app:create_app_from_env",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    with (home / "node.log").open("wb") as log:
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"node exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"node at {url} did not start: {log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def fed_nodes(
+    canary_slide: CanarySlide, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, FedNode]]:
+    from tiling.convert import build_pyramid
+    from wsi import open_slide
+
+    base = tmp_path_factory.mktemp("fednodes")
+    keys = {name: NodeKey.generate(name) for name in CENTRES}
+    ports = {name: free_port() for name in CENTRES}
+    nodes: dict[str, FedNode] = {}
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, key in keys.items():
+            home = base / name
+            (home / "data").mkdir(parents=True)
+            (home / "node.pem").write_bytes(key.private_pem())
+            (home / "node.pem").chmod(0o600)
+            peers = [
+                {
+                    "name": other,
+                    "url": f"http://127.0.0.1:{ports[other]}",
+                    "public_key": k.public_pem(),
+                }
+                for other, k in keys.items()
+                if other != name
+            ]
+            (home / "federation.json").write_text(json.dumps({"node": name, "peers": peers}))
+            if name == "caen":  # the slide keeps its identifying file name as its catalogue name
+                reader = open_slide(canary_slide.path)
+                try:
+                    build_pyramid(reader, home / "data" / f"{canary_slide.path.stem}.zarr")
+                finally:
+                    reader.close()
+            settings = _settings(home, name)
+            db = open_database(settings.url)  # migrates
+            accounts = Accounts(db, settings)
+            accounts.ensure_centres()
+            for user, (centre, role) in USERS.items():
+                if centre == name:
+                    accounts.add_user(user, centre, role, f"{user}-password")
+            db.dispose()
+            processes.append(_start(name, home, ports[name]))
+            nodes[name] = FedNode(name, f"http://127.0.0.1:{ports[name]}", home)
+        for process, node in zip(processes, nodes.values(), strict=True):
+            _wait_ready(node.url, process, node.home / "node.log")
+        yield nodes
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
