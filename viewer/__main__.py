@@ -155,6 +155,8 @@ def _serve_nodes(commands: list[tuple[DemoNode, list[str]]]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Alembic logs one INFO line per plugin and migration step: ~20 per node start.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from viewer.serve import run_server
 
     try:
