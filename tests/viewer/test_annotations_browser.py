@@ -101,16 +101,27 @@ def to_page(page: Page, x: float, y: float) -> tuple[float, float]:
     return box["x"] + p[0], box["y"] + p[1]
 
 
+# Canvas pixel of a page point: the layer canvas is larger than the viewer and moved by a CSS
+# transform, so go through its bounding rectangle.
+CANVAS_PX_JS = """
+  const c = document.getElementById('annotation-layer');
+  const box = c.getBoundingClientRect();
+  const k = c.width / box.width;
+  const view = iain.viewer.canvas.getBoundingClientRect();
+"""
+
+
 def layer_pixel(page: Page, x: float, y: float, radius: int = 2) -> list[int]:
     """The most opaque RGBA pixel of the annotation canvas within ``radius`` of image (x, y)."""
     rgba: list[int] = page.evaluate(
-        """([x, y, r]) => {
+        "([x, y, r]) => {"
+        + CANVAS_PX_JS
+        + """
           const q = iain.viewer.world.getItemAt(0)
             .imageToViewerElementCoordinates(new OpenSeadragon.Point(x, y));
-          const c = document.getElementById('annotation-layer');
-          const k = c.width / c.clientWidth;
-          const d = c.getContext('2d').getImageData(
-            Math.round(q.x * k) - r, Math.round(q.y * k) - r, 2 * r + 1, 2 * r + 1).data;
+          const px = Math.round((view.left + q.x - box.left) * k);
+          const py = Math.round((view.top + q.y - box.top) * k);
+          const d = c.getContext('2d').getImageData(px - r, py - r, 2 * r + 1, 2 * r + 1).data;
           let best = [0, 0, 0, 0];
           for (let i = 0; i < d.length; i += 4) {
             if (d[i + 3] > best[3]) best = [...d.slice(i, i + 4)];
@@ -418,9 +429,17 @@ def pan_for(page: Page, seconds: float, amplitude_px: float) -> int:
 
 
 def measure_pan(page: Page, n: int, artifacts: Path, layer: str) -> dict[str, Any]:
+    asked: list[str] = []
+
+    def count(request: Any) -> None:
+        if "/annotations" in request.url:
+            asked.append(request.url.split("/annotations", 1)[1].split("?")[0] or "viewport")
+
+    page.on("request", count)
     page.evaluate(FRAME_TIMES_JS)
     moves = pan_for(page, 2.0, 500)
     page.evaluate("window.__frames.running = false")
+    page.remove_listener("request", count)
     frames = page.evaluate("window.__frames")
     deltas = sorted(frames["deltas"])
     assert len(deltas) >= 5, deltas
@@ -436,6 +455,7 @@ def measure_pan(page: Page, n: int, artifacts: Path, layer: str) -> dict[str, An
         "frame_ms_max": round(deltas[-1], 1),
         "rasterisations": page.evaluate("iain.annotations.rasterised") - frames["rasterised"],
         "raster_ms": [round(x, 1) for x in frames["raster"]],
+        "requests": {k: asked.count(k) for k in sorted(set(asked))},
         "loadavg": load,
     }
     (artifacts / f"annotations-frame-time-{n}-{layer}.json").write_text(
@@ -446,10 +466,19 @@ def measure_pan(page: Page, n: int, artifacts: Path, layer: str) -> dict[str, An
 
 
 def opaque_pixels(page: Page) -> int:
+    """Painted pixels of the annotation canvas inside the viewer (not its margins)."""
     count: int = page.evaluate(
-        """() => { const c = document.getElementById('annotation-layer');
-          const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-          let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }"""
+        "() => {"
+        + CANVAS_PX_JS
+        + """
+          const x0 = Math.round((view.left - box.left) * k);
+          const y0 = Math.round((view.top - box.top) * k);
+          const d = c.getContext('2d').getImageData(
+            x0, y0, Math.round(view.width * k), Math.round(view.height * k)).data;
+          let n = 0;
+          for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+          return n;
+        }"""
     )
     return count
 
@@ -478,7 +507,7 @@ def test_pan_stays_smooth_with_many_shapes_in_view(
     page.wait_for_function(f"iain.annotations.drawn >= {n}", timeout=60_000)
     assert page.evaluate("iain.annotations.mode") == "shapes"
     # one hexagon every ~7 screen px: a good share of the canvas is painted
-    box = page.locator("#annotation-layer").bounding_box()
+    box = page.locator("#osd").bounding_box()
     assert box is not None
     painted = opaque_pixels(page)
     assert painted > 0.1 * box["width"] * box["height"] * 0.6  # the slide covers ~60 %
@@ -501,5 +530,5 @@ def test_pan_stays_smooth_with_many_shapes_in_view(
     assert page.evaluate("iain.annotations.mode") == "density"
     assert opaque_pixels(page) > 0.3 * painted
     rgba = layer_pixel(page, width / 2, height / 2, radius=0)
-    assert rgba[0] == 255 and rgba[2] == 0 and rgba[3] > 50  # orange cells, not blue outlines
+    assert rgba[0] > 200 and rgba[2] < 60 and rgba[3] > 30  # orange cells, not blue outlines
     page.locator("#osd").screenshot(path=str(artifacts / f"annotations-{n}-density.png"))

@@ -33,7 +33,7 @@
   const MARGIN_PX = 384;      // bitmap margin around the screen, in CSS pixels
   const HEAVY_SHAPES = 5000;  // more shapes on screen: hairline outlines, no fill
   const ELLIPSE_SEGMENTS = 64;
-  const DENSITY_CELL_PX = 8;  // one density cell per 8 screen pixels
+  const DENSITY_CELL_PX = 16; // one density cell per 16 screen pixels (smoothed when drawn)
 
   function csrf() {
     const m = document.cookie.match(/(?:^|;\s*)iain_csrf=([^;]+)/);
@@ -195,17 +195,24 @@
     };
     const item = () => viewer.world.getItemAt(0);
 
-    // ---------------------------------------------------------------- canvas
+    // ---------------------------------------------------------------- canvases
+    // "annotation-layer" holds the rasterised shapes (or the density raster) for the screen
+    // plus MARGIN_PX on each side; between rasterisations a frame only sets its CSS transform,
+    // which the compositor applies (no canvas work per frame). "annotation-edit", screen
+    // sized, holds what changes with the mouse: the selection and the shape being drawn.
     const canvas = el("canvas", { id: "annotation-layer", class: "annotation-layer" });
-    viewer.canvas.appendChild(canvas);
-    const ctx = canvas.getContext("2d");
+    canvas.style.left = canvas.style.top = `${-MARGIN_PX}px`;
+    canvas.style.transformOrigin = `${MARGIN_PX}px ${MARGIN_PX}px`;
+    const edit = el("canvas", { id: "annotation-edit", class: "annotation-edit" });
+    viewer.canvas.append(canvas, edit);
+    const ectx = edit.getContext("2d");
 
     function size() {
       const dpr = window.devicePixelRatio || 1;
       const w = viewer.canvas.clientWidth, h = viewer.canvas.clientHeight;
-      if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
-        canvas.width = Math.round(w * dpr);
-        canvas.height = Math.round(h * dpr);
+      if (edit.width !== Math.round(w * dpr) || edit.height !== Math.round(h * dpr)) {
+        edit.width = Math.round(w * dpr);
+        edit.height = Math.round(h * dpr);
         layer.dirty = true;
       }
       return { w, h, dpr };
@@ -234,15 +241,24 @@
     function rasterise(t, w, h, dpr) {
       const started = performance.now();
       const bw = Math.ceil((w + 2 * MARGIN_PX) * dpr), bh = Math.ceil((h + 2 * MARGIN_PX) * dpr);
-      let b = layer.bitmap;
-      if (!b || b.canvas.width !== bw || b.canvas.height !== bh) {
-        const c = document.createElement("canvas");
-        c.width = bw; c.height = bh;
-        b = layer.bitmap = { canvas: c, ctx: c.getContext("2d") };
+      if (canvas.width !== bw || canvas.height !== bh) {
+        canvas.width = bw; canvas.height = bh;
+        canvas.style.width = `${bw / dpr}px`;
+        canvas.style.height = `${bh / dpr}px`;
       }
-      const g = b.ctx;
+      const g = canvas.getContext("2d");
       g.setTransform(1, 0, 0, 1, 0, 0);
       g.clearRect(0, 0, bw, bh);
+      layer.bitmap = { t, w, h };
+      layer.dirty = false;
+      layer.rasterised += 1;
+      if (layer.mode === "density") {
+        const d = layer.density;
+        g.setTransform(dpr, 0, 0, dpr, dpr * MARGIN_PX, dpr * MARGIN_PX);
+        if (d) g.drawImage(d.canvas, t.ox + t.s * d.x, t.oy + t.s * d.y, t.s * d.w, t.s * d.h);
+        layer.rasterMs = performance.now() - started;
+        return;
+      }
       const ids = new Set();
       g.setTransform(dpr * t.s, 0, 0, dpr * t.s, dpr * (t.ox + MARGIN_PX), dpr * (t.oy + MARGIN_PX));
       // Many shapes: outlines one device pixel wide and no fill. Skia draws those as
@@ -281,11 +297,8 @@
         g.strokeStyle = "#000";
         g.stroke(path);
       }
-      b.t = t; b.w = w; b.h = h;
-      layer.rasterised += 1;
       layer.rasterMs = performance.now() - started;
       layer.drawn = ids.size;
-      layer.dirty = false;
     }
 
     function frame() {
@@ -293,38 +306,31 @@
       if (viewer.world.getItemCount() === 0) return;
       const { w, h, dpr } = size();
       const t = transform();
-      ctx.setTransform(1, 0, 0, 1, 0, 0);
-      ctx.clearRect(0, 0, canvas.width, canvas.height);
-      if (!layer.visible) return;
-      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-      if (layer.mode === "density") drawDensity(t);
-      else {
-        const b = layer.bitmap;
-        const ratio = b ? t.s / b.t.s : 0;
-        const dx = b ? t.ox - b.t.ox * ratio : 0, dy = b ? t.oy - b.t.oy * ratio : 0;
+      canvas.style.display = layer.visible ? "" : "none";
+      if (layer.visible) {
+        let b = layer.bitmap;
+        const k = b ? t.s / b.t.s : 0;
+        const dx = b ? t.ox - k * b.t.ox : 0, dy = b ? t.oy - k * b.t.oy : 0;
         const covered = b && Math.abs(dx) <= MARGIN_PX && Math.abs(dy) <= MARGIN_PX;
-        const sameZoom = b && Math.abs(ratio - 1) < 1e-6;
+        const sameZoom = b && Math.abs(k - 1) < 1e-6;
         if (layer.dirty || !b || b.w !== w || b.h !== h || !covered ||
             (!sameZoom && !viewer.isAnimating())) {
           rasterise(t, w, h, dpr);
+          b = layer.bitmap;
         }
-        const r = layer.bitmap;
-        const k = t.s / r.t.s;
-        // Bitmap pixel (0, 0) is element (-MARGIN, -MARGIN) at rasterisation time.
-        ctx.drawImage(r.canvas, t.ox - k * (r.t.ox + MARGIN_PX), t.oy - k * (r.t.oy + MARGIN_PX),
-          (r.canvas.width / dpr) * k, (r.canvas.height / dpr) * k);
+        // element = dx + k * (bitmap px - MARGIN): what was drawn at (ox0, s0) shown at (ox, s)
+        const kk = t.s / b.t.s;
+        canvas.style.transform =
+          `translate(${t.ox - kk * b.t.ox}px, ${t.oy - kk * b.t.oy}px) scale(${kk})`;
       }
-      drawSelection(t);
-      drawDraft(t);
+      ectx.setTransform(1, 0, 0, 1, 0, 0);
+      ectx.clearRect(0, 0, edit.width, edit.height);
+      if (layer.visible) {
+        ectx.setTransform(dpr, 0, 0, dpr, 0, 0);
+        drawSelection(t);
+        drawDraft(t);
+      }
       layer.frames += 1;
-    }
-
-    function drawDensity(t) {
-      const d = layer.density;
-      if (!d) return;
-      ctx.imageSmoothingEnabled = false;
-      ctx.drawImage(d.canvas, t.ox + t.s * d.x, t.oy + t.s * d.y, t.s * d.w, t.s * d.h);
-      ctx.imageSmoothingEnabled = true;
     }
 
     function tracePath(g, geometry, t) {
@@ -348,14 +354,14 @@
     function drawSelection(t) {
       const r = layer.selected;
       if (!r) return;
-      ctx.beginPath();
-      tracePath(ctx, r.geometry, t);
-      ctx.lineWidth = 5;
-      ctx.strokeStyle = "rgba(255, 255, 255, 0.9)";
-      ctx.stroke();
-      ctx.lineWidth = 2.5;
-      ctx.strokeStyle = r.color;
-      ctx.stroke();
+      ectx.beginPath();
+      tracePath(ectx, r.geometry, t);
+      ectx.lineWidth = 5;
+      ectx.strokeStyle = "rgba(255, 255, 255, 0.9)";
+      ectx.stroke();
+      ectx.lineWidth = 2.5;
+      ectx.strokeStyle = r.color;
+      ectx.stroke();
     }
 
     function drawDraft(t) {
@@ -364,13 +370,13 @@
       const pts = d.cursor && layer.tool === "polygon" ? d.points.concat([d.cursor]) : d.points;
       const geometry = draftGeometry(layer.tool, pts) ||
         { type: "LineString", coordinates: pts.map(pos) };
-      ctx.beginPath();
-      tracePath(ctx, geometry, t);
-      ctx.setLineDash([6, 4]);
-      ctx.lineWidth = 2;
-      ctx.strokeStyle = currentClass().color;
-      ctx.stroke();
-      ctx.setLineDash([]);
+      ectx.beginPath();
+      tracePath(ectx, geometry, t);
+      ectx.setLineDash([6, 4]);
+      ectx.lineWidth = 2;
+      ectx.strokeStyle = currentClass().color;
+      ectx.stroke();
+      ectx.setLineDash([]);
     }
 
     // ---------------------------------------------------------------- loading
@@ -423,6 +429,7 @@
         setDensity(region, grid);
         return;
       }
+      if (layer.mode !== "shapes") layer.dirty = true;
       layer.mode = "shapes";
       layer.density = null;
       layer.grid = { region, grid };
@@ -471,17 +478,23 @@
 
     function showCells(keys) {
       const cells = keys.map((k) => layer.cells.get(k));
+      let shown;
       if (cells.every((c) => c && c.records)) {
-        layer.shown = cells;
+        shown = cells;
         for (const [key, cell] of layer.cells) {
           if (!keys.includes(key) && cell.records) layer.cells.delete(key);
         }
       } else {  // keep what is on screen until every cell of the new view is in
         const extra = cells.filter((c) => c && c.records && !layer.shown.includes(c));
-        layer.shown = layer.shown.concat(extra);
+        shown = layer.shown.concat(extra);
       }
-      layer.dirty = true;
-      requestFrame();
+      const same = shown.length === layer.shown.length &&
+        shown.every((c) => layer.shown.includes(c));
+      layer.shown = shown;
+      if (!same) {
+        layer.dirty = true;
+        requestFrame();
+      }
     }
 
     async function loadCell(key) {
@@ -525,11 +538,12 @@
         if (!n) return;
         const i = 4 * (y * grid.cols + x);
         img.data[i] = 255; img.data[i + 1] = 120; img.data[i + 2] = 0;
-        img.data[i + 3] = Math.round(255 * (0.2 + 0.7 * Math.sqrt(n / max)));
+        img.data[i + 3] = Math.round(255 * (0.15 + 0.5 * Math.sqrt(n / max)));
       }));
       g.putImageData(img, 0, 0);
       layer.mode = "density";
       layer.density = { canvas: c, x: region.x, y: region.y, w: region.w, h: region.h, max };
+      layer.dirty = true;
       requestFrame();
     }
 
