@@ -506,6 +506,8 @@ def test_pan_stays_smooth_with_many_shapes_in_view(
     open_annotated(page, site, site.cmu)  # fitted: the whole slide, every shape, in view
     page.wait_for_function(f"iain.annotations.drawn >= {n}", timeout=60_000)
     assert page.evaluate("iain.annotations.mode") == "shapes"
+    # the class the import created is offered in the picker, with its colour
+    assert page.locator("#annotation-class option[value='Nucleus']").count() == 1
     # one hexagon every ~7 screen px: a good share of the canvas is painted
     box = page.locator("#osd").bounding_box()
     assert box is not None
@@ -532,3 +534,63 @@ def test_pan_stays_smooth_with_many_shapes_in_view(
     rgba = layer_pixel(page, width / 2, height / 2, radius=0)
     assert rgba[0] > 200 and rgba[2] < 60 and rgba[3] > 30  # orange cells, not blue outlines
     page.locator("#osd").screenshot(path=str(artifacts / f"annotations-{n}-density.png"))
+
+
+def test_every_tool_stores_the_shape_the_server_expects(browser: Browser, clean: Site) -> None:
+    site = clean
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    try:
+        log_in(page, site, "caen-patho")
+        open_annotated(page, site, site.cmu)
+        page.select_option("#annotation-class", "Stroma")
+        page.click("button[data-tool=point]")
+        page.mouse.click(*to_page(page, 400, 400))
+        wait_status(page, "Saved point")
+        page.click("button[data-tool=line]")
+        drag(page, (400, 600), (1400, 800))
+        wait_status(page, "Saved line")
+        page.click("button[data-tool=ellipse]")
+        drag(page, (500, 1000), (1500, 1600))
+        wait_status(page, "Saved ellipse")
+        page.click("button[data-tool=freehand]")
+        page.mouse.move(*to_page(page, 600, 2000))
+        page.mouse.down()
+        for x, y in ((900, 1900), (1300, 2100), (1200, 2500), (700, 2400)):
+            page.mouse.move(*to_page(page, x, y), steps=5)
+        page.mouse.up()
+        wait_status(page, "Saved freehand")
+        page.click("button[data-tool=freehand]")
+        got = {f["iain"]["kind"]: f for f in stored(page, site, site.cmu)}
+        assert sorted(got) == ["ellipse", "freehand", "line", "point"]
+        assert got["point"]["geometry"]["type"] == "Point"
+        assert got["point"]["geometry"]["coordinates"] == pytest.approx([400, 400], abs=4)
+        assert got["line"]["geometry"]["type"] == "LineString"
+        (ring,) = got["ellipse"]["geometry"]["coordinates"]
+        assert len(ring) == 65 and ring[0] == ring[-1]
+        xs, ys = [p[0] for p in ring], [p[1] for p in ring]
+        assert (min(xs), max(xs)) == pytest.approx((500, 1500), abs=5)
+        assert (min(ys), max(ys)) == pytest.approx((1000, 1600), abs=5)
+        (free,) = got["freehand"]["geometry"]["coordinates"]
+        assert got["freehand"]["geometry"]["type"] == "Polygon" and len(free) > 10
+        assert all(f["iain"]["class"] == "Stroma" for f in got.values())
+        annotations_idle(page)
+        assert near(layer_pixel(page, 1500, 1300), (0x1F, 0x77, 0xB4))  # ellipse's right edge
+    finally:
+        context.close()
+
+    # the centre admin sees them, read only: another user's annotation cannot be changed
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    try:
+        log_in(page, site, "caen-admin")
+        open_annotated(page, site, site.cmu)
+        assert page.evaluate("iain.annotations.drawn") == 4
+        page.click("button[data-tool=select]")
+        select_at(page, 1000, 1300)
+        owner = page.locator("#annotation-owner").inner_text()
+        assert "ellipse by caen-patho" in owner and "read only" in owner
+        assert page.locator("#annotation-delete").is_disabled()
+        assert page.locator("#annotation-save").is_disabled()
+    finally:
+        context.close()
