@@ -218,6 +218,23 @@ def test_pathologist_draws_shapes_that_survive_a_reload(
     assert 20 < inside[3] < 80  # the 15 % fill
     assert layer_pixel(page, 1900, 300)[3] == 0
 
+    # zoomed in on the rectangle's corner: other cells are asked for, the edge is still drawn
+    # where the slide has it (re-rasterised at the new zoom, not a stretched bitmap)
+    page.evaluate(
+        "iain.setMagnification(10, true);"
+        "iain.viewer.viewport.panTo(iain.viewer.world.getItemAt(0)"
+        ".imageToViewportCoordinates(new OpenSeadragon.Point(1300, 1200)), true);"
+    )
+    page.evaluate("iain.settled()")
+    annotations_idle(page)
+    assert page.evaluate("iain.annotations.cellSize") < 2048
+    for x, y in ((1250, y1), (x1, 1150)):
+        assert near(layer_pixel(page, x, y, radius=1), TUMOUR), (x, y)
+    assert layer_pixel(page, 1350, 1250)[3] == 0  # outside the corner
+    # the rectangle lies across several cells and comes with each: tinted once all the same
+    assert 20 < layer_pixel(page, 1250, 1150, radius=0)[3] < 80
+    page.locator("#osd").screenshot(path=str(artifacts / "annotations-zoomed.png"))
+
 
 def browser_login(page: Page, site: Site, username: str) -> None:
     """Through the login page, as a person does: the list page redirects there first."""
