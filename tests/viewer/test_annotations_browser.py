@@ -539,7 +539,7 @@ def test_pan_stays_smooth_with_many_shapes_in_view(
     annotations_idle(page)
     result = measure_pan(page, n, artifacts, "on")
     # generous (the machine is shared and chromium renders in software); the figures are logged
-    assert result["frame_ms_p95"] < max(200, 2 * baseline["frame_ms_p95"])
+    assert result["frame_ms_p95"] < max(200, 3 * baseline["frame_ms_p95"])
     annotations_idle(page)
     assert page.evaluate("iain.annotations.drawn") >= n  # still all there after the pan
 

@@ -136,8 +136,7 @@
       // software); a tint under 10^4 outlines would hide the tissue anyway.
       // A shape crossing cells comes with each of them: harmless for an opaque outline, but a
       // tint drawn twice is darker, so the few shapes that get a tint are drawn once each.
-      const unique = new Map();
-      for (const cell of layer.shown) for (const r of cell.records) unique.set(r.id, r);
+      const unique = shownRecords();
       const heavy = unique.size > HEAVY_SHAPES;
       g.lineWidth = heavy ? 1 / (t.s * dpr) : 1.5 / t.s;
       g.lineJoin = "round";
@@ -172,6 +171,15 @@
       }
       layer.rasterMs = performance.now() - started;
       layer.drawn = unique.size;
+    }
+
+    /** Each shown annotation once, by id (kept until the shown cells or their records change). */
+    function shownRecords() {
+      if (!layer.unique) {
+        layer.unique = new Map();
+        for (const cell of layer.shown) for (const r of cell.records) layer.unique.set(r.id, r);
+      }
+      return layer.unique;
     }
 
     function frame() {
@@ -365,6 +373,7 @@
         shown.every((c) => layer.shown.includes(c));
       layer.shown = shown;
       if (!same) {
+        layer.unique = null;
         layer.dirty = true;
         requestFrame();
       }
@@ -396,7 +405,7 @@
     function setRecords(cell, records) {
       cell.records = records;
       cell.batches = batches(records);
-      cell.box = null;
+      layer.unique = null;
       layer.dirty = true;
     }
 
@@ -425,6 +434,7 @@
       for (const cell of layer.cells.values()) if (cell.abort) cell.abort.abort();
       layer.cells.clear();
       layer.shown = [];
+      layer.unique = null;
       layer.selected = null;
       layer.dirty = true;
       showSelection();
