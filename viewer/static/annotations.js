@@ -1,20 +1,22 @@
 // Annotation layer: draw, select, edit, export and import annotations on ONE canvas over
 // OpenSeadragon (SVG or one DOM node per shape stops being smooth long before 10^5 shapes).
 //
-//   window.iainAnnotations.attach(viewer, {base, canEdit, panel, user}) -> layer
+//   window.iainAnnotations.attach(viewer, {base, canEdit, panel, user, classesUrl, meUrl})
+//     -> layer (iain.annotations on the slide page: idle(), reload(), drawn, mode, ...)
 //
 // (annotation-geometry.js is loaded first: records, Path2D batches, tool shapes, hit tests.)
 // `base` is the annotation API (".../annotations": GET viewport, /density, POST, PUT/DELETE
 // /{id}, /export.geojson, /import); the page names it, so a slide proxied from another centre
 // uses the same layer. Coordinates sent and received are level-0 image pixels (x right, y down).
 //
-// Loading: the visible region is cut into square cells (a power of two of image pixels, about
-// a quarter of the screen); each cell is one viewport query, cached, so a pan only asks for
-// the cells coming into view and a stale request is aborted. A density query over the view
-// comes first: when more than MAX_SHAPES would be in view, the density raster is drawn instead.
-// Drawing: shapes are turned once into one Path2D per colour and cell (image coordinates) and
-// rasterised into a bitmap a margin larger than the screen; a frame of a pan only moves that
-// bitmap (re-rasterised when the pan leaves the margin or the zoom comes to rest).
+// Loading: a density query over the view comes first; beyond MAX_SHAPES in view the density
+// raster is drawn instead of shapes. Otherwise the view is cut into square cells (a power of
+// two of image pixels, about a quarter of the screen, halved while the density says a cell
+// would hold more than one query returns); each cell is one viewport query, cached, so a pan
+// only asks for the cells coming into view, and a request no longer needed is aborted.
+// Drawing: shapes become one Path2D per colour and cell (image coordinates), rasterised into
+// a canvas a margin larger than the screen; a frame of a pan only sets that canvas's CSS
+// transform (re-rasterised when the pan leaves the margin or a zoom comes to rest).
 (function () {
   "use strict";
 
@@ -743,7 +745,7 @@
       } else if (e.key === "Enter" && layer.tool === "polygon" && layer.draft) {
         finishDraft();
         e.preventDefault();
-      } else if ((e.key === "Delete" || e.key === "Backspace") && isOwn(layer.selected)) {
+      } else if (e.key === "Delete" && isOwn(layer.selected)) {
         deleteSelected();
         e.preventDefault();
       }
@@ -758,8 +760,8 @@
     viewer.addHandler("resize", scheduleRefresh);
     viewer.addHandler("animation-finish", () => { requestFrame(); scheduleRefresh(); });
     const me = layer.user ? Promise.resolve({ username: layer.user })
-      : getJson("/api/me").catch(() => ({ username: null }));
-    const classes = getJson("/api/annotation-classes").catch(() => []);
+      : getJson(opts.meUrl || "/api/me").catch(() => ({ username: null }));
+    const classes = getJson(opts.classesUrl || "/api/annotation-classes").catch(() => []);
     Promise.all([me, classes]).then(([who, list]) => {
       layer.user = who.username;
       fillClasses(Array.isArray(list) ? list : []);
