@@ -460,11 +460,13 @@
       for (const cell of layer.cells.values()) {
         if (!cell.records) continue;
         let records = cell.records.filter((r) => r.id !== id);
+        const removed = records.length !== cell.records.length;
         const b = replacement && replacement.box;
         const [size_, cx, cy] = cell.key.split(":").map(Number);
-        if (b && b[0] <= (cx + 1) * size_ && b[2] >= cx * size_ &&
-            b[1] <= (cy + 1) * size_ && b[3] >= cy * size_) records = records.concat([replacement]);
-        if (records.length !== cell.records.length || replacement) setRecords(cell, records);
+        const added = b && b[0] <= (cx + 1) * size_ && b[2] >= cx * size_ &&
+          b[1] <= (cy + 1) * size_ && b[3] >= cy * size_;
+        if (added) records = records.concat([replacement]);
+        if (removed || added) setRecords(cell, records);
       }
       requestFrame();
     }
