@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export IAIN_SAMPLE_SLIDES ?= $(abspath ../shared/slides)
 DATA ?= data
+# `make demo` serves Caen :8000, Rouen :8001, Lille :8002; DEMO_ARGS=--single-node: one node.
+DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: install demo test lint typecheck pytest bench-deps clean
@@ -26,7 +28,7 @@ $(VENV)/.installed: pyproject.toml Makefile package.json package-lock.json
 	touch $@
 
 demo: install
-	$(PY) -m viewer.cli demo --slides "$(IAIN_SAMPLE_SLIDES)" --data "$(DATA)"
+	$(PY) -m viewer.cli demo --slides "$(IAIN_SAMPLE_SLIDES)" --data "$(DATA)" $(DEMO_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

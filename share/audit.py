@@ -44,6 +44,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
+PEER_SESSION = "peer:"
 FIELDS = ("seq", "at", "actor", "action", "outcome", "centre_id", "slide_id", "detail")
 
 
@@ -134,13 +135,24 @@ def verify(db: Database, batch: int = 5000) -> VerifyResult:
 
 
 def records(
-    db: Database, *, centre_id: str, slide_id: str | None = None, limit: int = 10000
+    db: Database,
+    *,
+    centre_id: str,
+    slide_id: str | None = None,
+    action_prefix: str | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Records about a centre's slides (optionally one slide), oldest first."""
+    """Records about a centre's slides (optionally one slide, or actions starting with
+    ``action_prefix``), oldest first; with ``limit``, the NEWEST ``limit`` of them -- an export
+    that stopped at the oldest rows would hide exactly the accesses an admin asks about."""
     q = select(AuditRecord).where(AuditRecord.centre_id == centre_id)
     if slide_id is not None:
         q = q.where(AuditRecord.slide_id == slide_id)
-    q = q.order_by(AuditRecord.seq).limit(limit)
+    if action_prefix is not None:
+        q = q.where(AuditRecord.action.startswith(action_prefix, autoescape=True))
+    q = q.order_by(AuditRecord.seq.desc())
+    if limit is not None:
+        q = q.limit(limit)
     with db.session() as s:
         out = []
         for rec in s.scalars(q):
@@ -148,6 +160,7 @@ def records(
             row["detail"] = json.loads(rec.detail)
             row["hash"] = rec.hash
             out.append(row)
+    out.reverse()
     return out
 
 
@@ -234,18 +247,23 @@ class ViewAggregator:
             return 0
         with self.db.session() as s:
             for (sid, slide_id), seen in taken:
+                detail: dict[str, Any] = {
+                    "session": sid[:12],
+                    "since": seen.first_at,
+                    "tiles": seen.tiles,
+                    "regions": dict(sorted(seen.levels.items())),
+                }
+                if sid.startswith(PEER_SESSION):
+                    # A peer's views (FederationAuditTrail keys them "peer:<node>:<share id>"):
+                    # the owner's review says which node and which share, not a truncated key.
+                    _, detail["peer"], detail["share"] = sid.split(":", 2)
                 append(
                     s,
                     actor=seen.actor,
                     action="slide.view",
                     centre_id=seen.centre_id,
                     slide_id=slide_id,
-                    detail={
-                        "session": sid[:12],
-                        "since": seen.first_at,
-                        "tiles": seen.tiles,
-                        "regions": dict(sorted(seen.levels.items())),
-                    },
+                    detail=detail,
                 )
         return len(taken)
 

@@ -17,6 +17,12 @@ system.operate     admin                       never                      yes
 opinion.request    own requests                never                      never
 opinion.consult    named consultant / pool     never                      never
 opinion.read       requester, consultant/pool  never                      never
+collection.create  own centre                  never                      never
+collection.read    own centre, or a centre of  never                      never
+                   the collection's audience
+collection.manage  its creator; admin: own     never                      never
+                   centre's
+access.review      admin: own centre only      never                      never
 =================  ==========================  =========================  ==================
 
 A pool is every clinician of the consultant centre; once one accepts, only they may consult.
@@ -31,6 +37,7 @@ __all__ = [
     "Action",
     "AnnotationRef",
     "AuditScope",
+    "CollectionRef",
     "Decision",
     "OpinionRef",
     "Principal",
@@ -59,6 +66,10 @@ class Action(StrEnum):
     OPINION_REQUEST = "opinion.request"
     OPINION_CONSULT = "opinion.consult"
     OPINION_READ = "opinion.read"
+    COLLECTION_CREATE = "collection.create"
+    COLLECTION_READ = "collection.read"
+    COLLECTION_MANAGE = "collection.manage"
+    ACCESS_REVIEW = "access.review"
 
 
 @dataclass(frozen=True)
@@ -107,7 +118,16 @@ class OpinionRef:
     state: str = "draft"
 
 
-Object = SlideRef | AnnotationRef | AuditScope | SystemRef | OpinionRef
+@dataclass(frozen=True)
+class CollectionRef:
+    """A teaching collection: the owner centre, who made it, the centres it is shown to."""
+
+    owner_centre: str
+    created_by: str | None = None  # None: one about to be created
+    audience: frozenset[str] = frozenset()
+
+
+Object = SlideRef | AnnotationRef | AuditScope | SystemRef | OpinionRef | CollectionRef
 
 
 @dataclass(frozen=True)
@@ -163,6 +183,24 @@ def _opinion(p: Principal, action: Action, o: OpinionRef) -> Decision:
     return _deny("not a party to the request")
 
 
+def _collection(p: Principal, action: Action, c: CollectionRef) -> Decision:
+    if p.role not in _CLINICAL:
+        return _deny("teaching collections are for clinicians")
+    own = p.centre == c.owner_centre
+    if action is Action.COLLECTION_CREATE:
+        return Decision(True, "own centre") if own else _deny("collections hold own slides only")
+    if action is Action.COLLECTION_MANAGE:
+        if own and (p.username == c.created_by or p.role is Role.ADMIN):
+            return Decision(True, "creator or centre admin")
+        return _deny("only its creator or the centre's admin manages a collection")
+    if own:
+        return Decision(True, "own centre")
+    if p.centre in c.audience:
+        # Another centre reads the de-identified collection: pseudonyms and pixels only.
+        return Decision(True, "audience centre", pseudonymised=True)
+    return _deny("collection not shared with this centre")
+
+
 def authorize(principal: Principal | None, action: Action, obj: Object) -> Decision:
     """Decide whether ``principal`` may perform ``action`` on ``obj``; deny unless a rule allows."""
     if principal is None:
@@ -193,6 +231,17 @@ def authorize(principal: Principal | None, action: Action, obj: Object) -> Decis
         if p.role is Role.ADMIN and obj.centre == p.centre:
             return Decision(True, "admin of the centre")
         return _deny("audit trail is for the centre's admin only")
+    if action is Action.ACCESS_REVIEW and isinstance(obj, AuditScope):
+        # Who looked at our slides, from which centre, under which share: the owner's admin.
+        if p.role is Role.ADMIN and obj.centre == p.centre:
+            return Decision(True, "admin of the centre")
+        return _deny("access review is for the centre's admin only")
+    if isinstance(obj, CollectionRef) and action in (
+        Action.COLLECTION_CREATE,
+        Action.COLLECTION_READ,
+        Action.COLLECTION_MANAGE,
+    ):
+        return _collection(p, action, obj)
     if action is Action.SYSTEM_OPERATE and isinstance(obj, SystemRef):
         if p.role in (Role.ADMIN, Role.OPERATOR):
             return Decision(True, "operator or admin")

@@ -49,6 +49,7 @@ __all__ = [
     "SharedPyramidInfo",
     "SharedRegion",
     "derive_shared_pyramid",
+    "describe_shared",
     "read_shared_pyramid_info",
     "shared_tile_path",
     "strip_jpeg_metadata",
@@ -181,6 +182,19 @@ def derive_shared_pyramid(
         *counts,
     )
     return target
+
+
+def describe_shared(
+    source_store: Path | str, *, pseudonym: str, region: SharedRegion | None = None
+) -> SharedPyramidInfo:
+    """What :func:`derive_shared_pyramid` would tell a recipient about ``source_store``, without
+    writing anything: the same validation and the same allow-list (teaching collections show it)."""
+    if not PSEUDONYM_PATTERN.fullmatch(pseudonym):
+        raise InvalidPseudonymError("pseudonym must match [A-Za-z0-9._-]{1,64}")
+    source = Path(source_store)
+    root = _read_json(source / _ZARR_JSON, "root zarr.json")
+    arrays = [_read_level(source, path) for path in _level_paths(root)]
+    return replace(_allowed_info(root, arrays, pseudonym), region=region)
 
 
 def read_shared_pyramid_info(store: Path | str) -> SharedPyramidInfo:

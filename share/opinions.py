@@ -352,10 +352,8 @@ class Opinions:
             centre = row.requester_centre
         return [
             rec
-            for rec in audit.records(self.db, centre_id=centre)
-            if str(rec["action"]).startswith("opinion.")
-            and isinstance(rec["detail"], dict)
-            and rec["detail"].get("opinion") == opinion_id
+            for rec in audit.records(self.db, centre_id=centre, action_prefix="opinion.")
+            if isinstance(rec["detail"], dict) and rec["detail"].get("opinion") == opinion_id
         ]
 
     def _visible(self, s: Any, who: Principal, opinion_id: int) -> OpinionRow:

@@ -17,9 +17,10 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from share import annotations_router, audit, opinions_router
+from share import annotations_router, audit, collections_router, opinions_router, review_router
 from share.accounts import Accounts, SessionInfo
 from share.authz import Action, AuditScope, Decision, Principal, authorize
+from share.collections_federation import install_collections_federation
 from share.config import ShareSettings
 from share.db import Database, open_database
 from share.errors import ForbiddenError, NotFoundError, SlideNotFoundError
@@ -38,6 +39,10 @@ from share.web import (
 __all__ = ["install_share", "router"]
 
 logger = logging.getLogger(__name__)
+
+# /api/audit answers the newest records; the CLI export has no limit.
+AUDIT_EXPORT_DEFAULT = 10_000
+AUDIT_EXPORT_MAX = 100_000
 
 router = APIRouter()
 
@@ -180,8 +185,12 @@ def audit_trail(
     accounts: AccountsDep,
     slide_id: Annotated[str | None, Query(max_length=200)] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
+    limit: Annotated[int, Query(ge=1, le=AUDIT_EXPORT_MAX)] = AUDIT_EXPORT_DEFAULT,
 ) -> Response:
-    """Audit records of the caller's centre (admins), optionally one slide; JSON or CSV."""
+    """Audit records of the caller's centre (admins), optionally one slide; JSON or CSV.
+
+    The newest ``limit`` records, oldest first; ``X-Audit-Truncated: true`` says older ones
+    exist (the CLI ``iain audit export`` has no limit)."""
     if slide_id is not None:
         # Same 404 (and denial audit) as any slide route when unknown or not visible.
         request.app.state.slide_access(request, slide_id)
@@ -195,14 +204,16 @@ def audit_trail(
     if not decision:
         raise ForbiddenError(f"audit trail: {decision.reason}")
     request.app.state.view_aggregator.flush()
-    rows = audit.records(accounts.db, centre_id=centre, slide_id=slide_id)
+    rows = audit.records(accounts.db, centre_id=centre, slide_id=slide_id, limit=limit + 1)
+    truncated = len(rows) > limit
+    headers = {"X-Audit-Truncated": "true" if truncated else "false"}
+    rows = rows[1:] if truncated else rows
     if format == "csv":
+        headers["Content-Disposition"] = 'attachment; filename="audit.csv"'
         return Response(
-            audit.export_csv(rows),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
+            audit.export_csv(rows), media_type="text/csv; charset=utf-8", headers=headers
         )
-    return JSONResponse(rows)
+    return JSONResponse(rows, headers=headers)
 
 
 def install_share(
@@ -254,6 +265,9 @@ def install_share(
     app.include_router(annotations_router.router)
     app.include_router(annotations_router.classes_router)
     opinions = opinions_router.install_opinions(app, accounts)
+    collections_router.install_collections(app, accounts, opinions.shares, source_of)
+    review_router.install_review(app, accounts, opinions.shares)
     if settings.federation_file:
         install_federation(app, accounts, opinions.shares, source_of)
+        install_collections_federation(app, accounts)
     return accounts

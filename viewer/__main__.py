@@ -3,7 +3,10 @@
 ``serve --host H --port P --data DIR|s3://bucket/prefix [--workers N]`` serves every
 ``*.zarr`` pyramid under DATA. ``demo --slides DIR --data DIR`` first converts every slide
 of DIR that :func:`wsi.open_slide` accepts into ``DATA/<stem>.zarr`` (skipping those
-already there, reporting failures one line each), then serves on 127.0.0.1:8000.
+already there, reporting failures one line each), then serves three federated nodes, Caen
+on 127.0.0.1:8000 (the main URL), Rouen on :8001 and Lille on :8002, each with its own
+folder, database and node key under ``DATA/nodes/`` and its centre's share of the slides
+(:mod:`share.demo_nodes`). ``--single-node`` serves one node hosting all three centres.
 """
 
 from __future__ import annotations
@@ -11,13 +14,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tiling.errors import TilingError
 from viewer.config import ServerSettings
 from viewer.errors import ViewerError
 from wsi.errors import SlideError
+
+if TYPE_CHECKING:
+    from share.demo_nodes import DemoNode
 
 __all__ = ["main"]
 
@@ -38,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", required=True, type=Path)
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--no-serve", action="store_true", help="convert only (tests)")
+    demo.add_argument(
+        "--single-node",
+        action="store_true",
+        help="one node hosting the three centres (default: three federated nodes)",
+    )
     return parser
 
 
@@ -87,6 +101,57 @@ def _demo_accounts(data: Path) -> None:
         print(f"  {a.username:<12} {a.password:<18} {a.role:<12} {a.centre}")
 
 
+def _three_node_demo(data: Path, port: int) -> list[tuple[DemoNode, list[str]]]:
+    """Split the converted slides over the three nodes, write their keys and peers files,
+    migrate their databases and print the logins; returns each node's ``iain serve`` command."""
+    from share.demo_nodes import place_slides, plan_nodes, prepare_node, write_node_configs
+    from tiling.catalog import Catalog
+    from tiling.store import open_data_root
+
+    nodes = plan_nodes(data, port)
+    write_node_configs(nodes)
+    place_slides(nodes, sorted(data.glob("*.zarr")))
+    print("demo logins (never use these passwords elsewhere):")
+    commands = []
+    for node in nodes:
+        catalog = Catalog(open_data_root(str(node.slides)))
+        catalog.refresh()
+        refs = catalog.slides()
+        accounts = prepare_node(node, [(ref.id, ref.name) for ref in refs], os.environ)
+        print(f"  {node.centre} node {node.url}/  ({len(refs)} slides)")
+        for a in accounts:
+            print(f"    {a.username:<12} {a.password:<18} {a.role:<12} {a.centre}")
+        command = [sys.executable, "-m", "viewer", "serve", "--host", "127.0.0.1"]
+        command += ["--port", str(node.port), "--data", str(node.slides)]
+        command += ["--cache-dir", str(node.home / "cache")]
+        commands.append((node, command))
+    return commands
+
+
+def _serve_nodes(commands: list[tuple[DemoNode, list[str]]]) -> int:
+    """Run one ``iain serve`` process per node until Ctrl-C or until one of them stops."""
+    processes = [
+        subprocess.Popen(command, env={**os.environ, **node.env()}) for node, command in commands
+    ]
+    main_url = commands[0][0].url
+    print(f"IAIN demo: open {main_url}/ (Caen; Rouen and Lille are its peers)", flush=True)
+    try:
+        while all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return max((p.returncode or 0) for p in processes)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -111,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"iain demo: error: {args.slides} is not a directory", file=sys.stderr)
             return 2
         convert_all(args.slides, args.data)
-        if os.environ.get("IAIN_AUTH", "1") != "0":
+        auth = os.environ.get("IAIN_AUTH", "1") != "0"
+        if auth and not args.single_node:  # federation needs sessions: three nodes need auth
+            commands = _three_node_demo(args.data, args.port)
+            return 0 if args.no_serve else _serve_nodes(commands)
+        if auth:
             _demo_accounts(args.data)
         if args.no_serve:
             return 0

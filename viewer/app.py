@@ -39,6 +39,7 @@ from tiling.tiles import TileService
 from viewer.config import ServerSettings
 from viewer.errors import ConfigError, OpenSeadragonMissingError, ViewerError
 from viewer.pages import install_pages
+from viewer.rcp_pages import install_rcp_pages
 from wsi import errors as wsi_errors
 
 if TYPE_CHECKING:  # torch is imported only when the jobs API is on
@@ -210,6 +211,7 @@ def create_app(
     if inference is not None:
         _install_inference(app, inference)
     install_pages(app, required=False)  # GET /, /view/{id}, /static/...
+    install_rcp_pages(app)  # GET /rcp, /collections, /review
     # first middleware = innermost: authentication (install_share, below) wraps the fast
     # path, so the access hook sees the session on every tile
     app.add_middleware(TileFastPath)

@@ -14,6 +14,7 @@ from share.authz import (
     Action,
     AnnotationRef,
     AuditScope,
+    CollectionRef,
     Principal,
     Role,
     SlideRef,
@@ -26,15 +27,17 @@ from tests.share.conftest import login
 CAEN, LILLE = SlideRef("s-caen", "caen"), SlideRef("s-lille", "lille")
 
 # user -> (tile own-centre slide, tile other-centre slide, label own, label other,
-#          audit own-centre slide, audit other-centre slide, audit whole centre)
+#          audit own-centre slide, audit other-centre slide, audit whole centre,
+#          access review own-centre slide, review other-centre slide, review slide list,
+#          teaching collections list)
 HTTP_MATRIX: dict[str | None, tuple[int, ...]] = {
-    "caen-patho": (200, 404, 200, 404, 403, 404, 403),
-    "lille-patho": (404, 200, 404, 200, 404, 403, 403),
-    "caen-admin": (200, 404, 200, 404, 200, 404, 200),
-    "lille-admin": (404, 200, 404, 200, 404, 200, 200),
-    "caen-ml": (200, 404, 404, 404, 403, 404, 403),
-    "caen-operator": (404, 404, 404, 404, 404, 404, 403),
-    None: (401, 401, 401, 401, 401, 401, 401),
+    "caen-patho": (200, 404, 200, 404, 403, 404, 403, 403, 404, 403, 200),
+    "lille-patho": (404, 200, 404, 200, 404, 403, 403, 404, 403, 403, 200),
+    "caen-admin": (200, 404, 200, 404, 200, 404, 200, 200, 404, 200, 200),
+    "lille-admin": (404, 200, 404, 200, 404, 200, 200, 404, 200, 200, 200),
+    "caen-ml": (200, 404, 404, 404, 403, 404, 403, 403, 404, 403, 200),
+    "caen-operator": (404, 404, 404, 404, 404, 404, 403, 404, 404, 403, 200),
+    None: (401, 401, 401, 401, 401, 401, 401, 401, 401, 401, 401),
 }
 URLS = (
     "/slides/s-caen/tiles/0/0/0",
@@ -44,6 +47,10 @@ URLS = (
     "/api/audit?slide_id=s-caen",
     "/api/audit?slide_id=s-lille",
     "/api/audit",
+    "/api/review/slides/s-caen",
+    "/api/review/slides/s-lille",
+    "/api/review/slides",
+    "/api/collections",
 )
 
 
@@ -119,11 +126,53 @@ def test_function_matrix_every_role_centre_object() -> None:
     for role in Role:
         allowed = authorize(_p(role, "caen"), Action.SYSTEM_OPERATE, SystemRef())
         assert bool(allowed) == (role in (Role.ADMIN, Role.OPERATOR))
+        for centre in ("caen", "lille"):
+            review = authorize(_p(role, "caen"), Action.ACCESS_REVIEW, AuditScope(centre, "s"))
+            assert bool(review) == (role is Role.ADMIN and centre == "caen"), (role, centre)
+
+
+# (role, centre of the caller) -> (create, read, manage) of a Caen collection made by
+# "caen-pathologist" and shown to Lille; a Lille read is pseudonymised.
+COLLECTION_MATRIX: dict[tuple[Role, str], tuple[bool, bool, bool]] = {
+    (Role.PATHOLOGIST, "caen"): (True, True, True),
+    (Role.PATHOLOGIST, "lille"): (False, True, False),
+    (Role.PATHOLOGIST, "rouen"): (False, False, False),
+    (Role.ADMIN, "caen"): (True, True, True),
+    (Role.ADMIN, "lille"): (False, True, False),
+    (Role.ADMIN, "rouen"): (False, False, False),
+    (Role.ML, "caen"): (False, False, False),
+    (Role.ML, "lille"): (False, False, False),
+    (Role.OPERATOR, "caen"): (False, False, False),
+    (Role.OPERATOR, "lille"): (False, False, False),
+}
+
+
+@pytest.mark.parametrize(("cell", "expected"), list(COLLECTION_MATRIX.items()))
+def test_collection_matrix(cell: tuple[Role, str], expected: tuple[bool, bool, bool]) -> None:
+    role, centre = cell
+    me = _p(role, centre)
+    made = CollectionRef("caen", "caen-pathologist", frozenset({"lille"}))
+    got = (
+        bool(authorize(me, Action.COLLECTION_CREATE, CollectionRef("caen"))),
+        bool(authorize(me, Action.COLLECTION_READ, made)),
+        bool(authorize(me, Action.COLLECTION_MANAGE, made)),
+    )
+    assert got == expected
+    read = authorize(me, Action.COLLECTION_READ, made)
+    assert read.pseudonymised == (bool(read) and centre != "caen")
+    other = Principal(9, "someone-else", centre, role)
+    assert not authorize(other, Action.COLLECTION_MANAGE, made) or role is Role.ADMIN
 
 
 def test_no_principal_and_mismatched_objects_are_denied() -> None:
     for action in Action:
-        for obj in (CAEN, AnnotationRef(CAEN, 1), AuditScope("caen"), SystemRef()):
+        for obj in (
+            CAEN,
+            AnnotationRef(CAEN, 1),
+            AuditScope("caen"),
+            SystemRef(),
+            CollectionRef("caen", "x", frozenset({"lille"})),
+        ):
             assert not authorize(None, action, obj)
     admin = _p(Role.ADMIN, "caen")
     assert not authorize(admin, Action.AUDIT_READ, CAEN)  # wrong object type: no rule, deny

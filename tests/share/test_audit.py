@@ -162,3 +162,25 @@ def test_quiet_sessions_views_are_flushed_periodically(
     asyncio.run(run())
     rows = audit.records(accounts.db, centre_id="caen", slide_id="s-caen")
     assert [r["detail"]["regions"] for r in rows] == [{"3": [1, 2, 1, 2]}]
+
+
+def test_export_limit_keeps_the_newest_records(
+    new_client: Callable[[], httpx.Client], accounts: Accounts, people: dict[str, str]
+) -> None:
+    with accounts.db.session() as s:
+        for i in range(5):
+            audit.append(s, actor=f"a{i}", action="slide.view", centre_id="caen", slide_id="s-caen")
+    everything = audit.records(accounts.db, centre_id="caen", slide_id="s-caen")
+    newest = audit.records(accounts.db, centre_id="caen", slide_id="s-caen", limit=2)
+    assert [r["actor"] for r in newest] == ["a3", "a4"] == [r["actor"] for r in everything[-2:]]
+    admin = new_client()
+    login(admin, "caen-admin")
+    response = admin.get("/api/audit", params={"slide_id": "s-caen", "limit": 3})
+    assert [r["actor"] for r in response.json()] == ["a2", "a3", "a4"]
+    assert response.headers["x-audit-truncated"] == "true"
+    full = admin.get("/api/audit", params={"slide_id": "s-caen", "limit": 100})
+    assert full.headers["x-audit-truncated"] == "false"
+    assert [r["seq"] for r in full.json()] == sorted(r["seq"] for r in full.json())
+    assert admin.get("/api/audit", params={"limit": 0}).status_code == 422
+    views_only = audit.records(accounts.db, centre_id="caen", action_prefix="slide.")
+    assert {r["action"] for r in views_only} == {"slide.view"}

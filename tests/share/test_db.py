@@ -10,6 +10,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
+import share.collection_models  # its tables are part of the schema
 import share.opinion_models  # noqa: F401  (its tables are part of the schema)
 from share.db import MIGRATIONS, Database, open_database
 from share.models import Base
