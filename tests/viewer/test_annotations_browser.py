@@ -286,6 +286,12 @@ def select_at(page: Page, x: float, y: float) -> None:
     page.wait_for_function("document.getElementById('annotation-selected').hidden === false")
 
 
+def delete_selected(page: Page) -> None:
+    annotation_id = page.get_attribute("#annotation-selected", "data-id")
+    page.click("#annotation-delete")
+    wait_status(page, f"Deleted #{annotation_id}.")
+
+
 def test_export_delete_import_round_trip(page: Page, clean: Site, tmp_path: Path) -> None:
     site = clean
     log_in(page, site, "caen-patho")
@@ -301,11 +307,10 @@ def test_export_delete_import_round_trip(page: Page, clean: Site, tmp_path: Path
     (x0, y0), (x1, y1) = RECT
     select_at(page, (x0 + x1) / 2, (y0 + y1) / 2)
     assert "rectangle by caen-patho" in page.locator("#annotation-owner").inner_text()
-    page.click("#annotation-delete")
-    wait_status(page, "Deleted")
+    delete_selected(page)
     select_at(page, 1100, 2000)
-    page.click("#annotation-delete")
-    wait_status(page, "Deleted")
+    assert "polygon by caen-patho" in page.locator("#annotation-owner").inner_text()
+    delete_selected(page)
     assert stored(page, site, site.cmu) == []
     annotations_idle(page)
     assert page.evaluate("iain.annotations.drawn") == 0
