@@ -43,7 +43,7 @@
     .then(({ records, truncated }) => {
       status.textContent = `${records.length} record${records.length === 1 ? "" : "s"}` +
         (slideId ? ` for slide ${slideId}` : "") +
-        (truncated ? " (the newest ones; the CSV export and `iain audit export` have more)" : "");
+        (truncated ? " (the newest ones; `iain audit export` has them all)" : "");
       for (const rec of records) body.appendChild(row(rec));
       document.body.dataset.state = "loaded";
     })
