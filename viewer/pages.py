@@ -160,6 +160,7 @@ def viewer_page(request: Request, slide_id: str) -> HTMLResponse:
     scripts = (
         f"{OPENSEADRAGON_URL}/openseadragon.min.js",
         f"{STATIC_URL}/overlay.js",  # listens for the overlay viewer.js opens: load it first
+        f"{STATIC_URL}/annotation-geometry.js",
         f"{STATIC_URL}/annotations.js",  # attached by viewer.js once the slide is open
         f"{STATIC_URL}/viewer.js",
         f"{STATIC_URL}/opinion-request.js",  # the second-opinion panel (viewer/shared_pages.py)

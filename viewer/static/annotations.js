@@ -1,19 +1,22 @@
 // Annotation layer: draw, select, edit, export and import annotations on ONE canvas over
 // OpenSeadragon (SVG or one DOM node per shape stops being smooth long before 10^5 shapes).
 //
-//   window.iainAnnotations.attach(viewer, {base, canEdit, panel, user}) -> layer
+//   window.iainAnnotations.attach(viewer, {base, canEdit, panel, user, classesUrl, meUrl})
+//     -> layer (iain.annotations on the slide page: idle(), reload(), drawn, mode, ...)
 //
+// (annotation-geometry.js is loaded first: records, Path2D batches, tool shapes, hit tests.)
 // `base` is the annotation API (".../annotations": GET viewport, /density, POST, PUT/DELETE
 // /{id}, /export.geojson, /import); the page names it, so a slide proxied from another centre
 // uses the same layer. Coordinates sent and received are level-0 image pixels (x right, y down).
 //
-// Loading: the visible region is cut into square cells (a power of two of image pixels, about
-// a quarter of the screen); each cell is one viewport query, cached, so a pan only asks for
-// the cells coming into view and a stale request is aborted. A density query over the view
-// comes first: when more than MAX_SHAPES would be in view, the density raster is drawn instead.
-// Drawing: shapes are turned once into one Path2D per colour and cell (image coordinates) and
-// rasterised into a bitmap a margin larger than the screen; a frame of a pan only moves that
-// bitmap (re-rasterised when the pan leaves the margin or the zoom comes to rest).
+// Loading: a density query over the view comes first; beyond MAX_SHAPES in view the density
+// raster is drawn instead of shapes. Otherwise the view is cut into square cells (a power of
+// two of image pixels, about a quarter of the screen, halved while the density says a cell
+// would hold more than one query returns); each cell is one viewport query, cached, so a pan
+// only asks for the cells coming into view, and a request no longer needed is aborted.
+// Drawing: shapes become one Path2D per colour and cell (image coordinates), rasterised into
+// a canvas a margin larger than the screen; a frame of a pan only sets that canvas's CSS
+// transform (re-rasterised when the pan leaves the margin or a zoom comes to rest).
 (function () {
   "use strict";
 
@@ -30,9 +33,9 @@
   const CELL_LIMIT = 25000;   // per viewport query (the server caps one query at 50,000)
   const MAX_SHAPES = 150000;  // more than this in view: density raster instead of shapes
   const DEBOUNCE_MS = 100;
-  const MARGIN_PX = 256;      // bitmap margin around the screen, in CSS pixels
-  const ELLIPSE_SEGMENTS = 64;
-  const DENSITY_CELL_PX = 8;  // one density cell per 8 screen pixels
+  const MARGIN_PX = 384;      // bitmap margin around the screen, in CSS pixels
+  const HEAVY_SHAPES = 5000;  // more shapes on screen: hairline outlines, no fill
+  const DENSITY_CELL_PX = 16; // one density cell per 16 screen pixels (smoothed when drawn)
 
   function csrf() {
     const m = document.cookie.match(/(?:^|;\s*)iain_csrf=([^;]+)/);
@@ -46,136 +49,7 @@
     return node;
   }
 
-  function rgbHex(rgb) {
-    return "#" + rgb.map((c) => Number(c).toString(16).padStart(2, "0")).join("");
-  }
-
-  function bboxOf(coords, box) {
-    if (typeof coords[0] === "number") {
-      box[0] = Math.min(box[0], coords[0]); box[1] = Math.min(box[1], coords[1]);
-      box[2] = Math.max(box[2], coords[0]); box[3] = Math.max(box[3], coords[1]);
-    } else for (const c of coords) bboxOf(c, box);
-    return box;
-  }
-
-  /** The compact record kept per annotation (the parsed GeoJSON is dropped). */
-  function record(feature, classColors) {
-    const props = feature.properties || {};
-    const info = feature.iain || {};
-    const cls = props.classification;
-    let color = cls && Array.isArray(cls.color) ? rgbHex(cls.color) : null;
-    if (!color) color = (info.class && classColors.get(info.class)) || "#ffcc00";
-    const g = feature.geometry;
-    return {
-      id: info.id, version: info.version, owner: info.owner, kind: info.kind,
-      cls: info.class ?? (cls ? cls.name : null), comment: info.comment || "",
-      layer: info.layer || "default", color, geometry: g,
-      box: bboxOf(g.coordinates, [Infinity, Infinity, -Infinity, -Infinity]),
-    };
-  }
-
-  function addRings(path, rings) {
-    for (const ring of rings) {
-      path.moveTo(ring[0][0], ring[0][1]);
-      for (let i = 1; i < ring.length; i++) path.lineTo(ring[i][0], ring[i][1]);
-      path.closePath();
-    }
-  }
-
-  function addLine(path, line) {
-    path.moveTo(line[0][0], line[0][1]);
-    for (let i = 1; i < line.length; i++) path.lineTo(line[i][0], line[i][1]);
-  }
-
-  /** Per colour: one Path2D of areas, one of lines, and the points (image coordinates). */
-  function batches(records) {
-    const out = new Map();
-    for (const r of records) {
-      let b = out.get(r.color);
-      if (!b) { b = { areas: new Path2D(), lines: new Path2D(), points: [] }; out.set(r.color, b); }
-      const g = r.geometry;
-      if (g.type === "Polygon") addRings(b.areas, g.coordinates);
-      else if (g.type === "MultiPolygon") for (const p of g.coordinates) addRings(b.areas, p);
-      else if (g.type === "LineString") addLine(b.lines, g.coordinates);
-      else if (g.type === "Point") b.points.push(g.coordinates);
-      else if (g.type === "MultiPoint") for (const p of g.coordinates) b.points.push(p);
-    }
-    return out;
-  }
-
-  // ------------------------------------------------------------------ geometry of the tools
-  function ellipseRing(a, b) {
-    const cx = (a.x + b.x) / 2, cy = (a.y + b.y) / 2;
-    const rx = Math.abs(b.x - a.x) / 2, ry = Math.abs(b.y - a.y) / 2;
-    const ring = [];
-    for (let i = 0; i < ELLIPSE_SEGMENTS; i++) {
-      const t = (2 * Math.PI * i) / ELLIPSE_SEGMENTS;
-      ring.push([round(cx + rx * Math.cos(t)), round(cy + ry * Math.sin(t))]);
-    }
-    ring.push(ring[0].slice());
-    return ring;
-  }
-
-  function round(v) { return Math.round(v * 100) / 100; }
-  const pos = (p) => [round(p.x), round(p.y)];
-
-  /** GeoJSON geometry of a finished draft, or null when it is too small to be meant. */
-  function draftGeometry(tool, pts) {
-    if (tool === "point") return { type: "Point", coordinates: pos(pts[0]) };
-    if (tool === "line") {
-      return pts.length >= 2 ? { type: "LineString", coordinates: pts.map(pos) } : null;
-    }
-    if (tool === "rectangle" || tool === "ellipse") {
-      const [a, b] = [pts[0], pts[pts.length - 1]];
-      if (Math.abs(a.x - b.x) < 1 || Math.abs(a.y - b.y) < 1) return null;
-      if (tool === "ellipse") return { type: "Polygon", coordinates: [ellipseRing(a, b)] };
-      const [x0, x1] = [round(Math.min(a.x, b.x)), round(Math.max(a.x, b.x))];
-      const [y0, y1] = [round(Math.min(a.y, b.y)), round(Math.max(a.y, b.y))];
-      return { type: "Polygon", coordinates: [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]] };
-    }
-    if (pts.length < 3) return null;  // polygon, freehand
-    const ring = pts.map(pos);
-    ring.push(ring[0].slice());
-    return { type: "Polygon", coordinates: [ring] };
-  }
-
-  // ------------------------------------------------------------------ hit testing
-  function segmentDistance(p, a, b) {
-    const dx = b[0] - a[0], dy = b[1] - a[1];
-    const len = dx * dx + dy * dy;
-    const t = len ? Math.max(0, Math.min(1, ((p.x - a[0]) * dx + (p.y - a[1]) * dy) / len)) : 0;
-    return Math.hypot(p.x - a[0] - t * dx, p.y - a[1] - t * dy);
-  }
-
-  function insideRing(p, ring) {
-    let inside = false;
-    for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) {
-      const [xi, yi] = ring[i], [xj, yj] = ring[j];
-      if ((yi > p.y) !== (yj > p.y) && p.x < ((xj - xi) * (p.y - yi)) / (yj - yi) + xi) {
-        inside = !inside;
-      }
-    }
-    return inside;
-  }
-
-  function hits(r, p, tol) {
-    const b = r.box;
-    if (p.x < b[0] - tol || p.x > b[2] + tol || p.y < b[1] - tol || p.y > b[3] + tol) return false;
-    const g = r.geometry;
-    const polys = g.type === "Polygon" ? [g.coordinates]
-      : g.type === "MultiPolygon" ? g.coordinates : null;
-    if (polys) {
-      return polys.some((rings) => insideRing(p, rings[0]) &&
-        !rings.slice(1).some((hole) => insideRing(p, hole)));
-    }
-    if (g.type === "LineString") {
-      const c = g.coordinates;
-      for (let i = 1; i < c.length; i++) if (segmentDistance(p, c[i - 1], c[i]) <= tol) return true;
-      return false;
-    }
-    const points = g.type === "Point" ? [g.coordinates] : g.coordinates;
-    return points.some((c) => Math.hypot(p.x - c[0], p.y - c[1]) <= tol);
-  }
+  const { record, batches, draftGeometry, hits, pos } = window.iainAnnotationGeometry;
 
   // ------------------------------------------------------------------ the layer
   function attach(viewer, opts) {
@@ -186,7 +60,7 @@
       base, canEdit: opts.canEdit !== false, user: opts.user || null,
       classes: [], classColors: new Map(),
       tool: null, draft: null, selected: null, maxShapes: opts.maxShapes || MAX_SHAPES,
-      rasterised: 0,
+      rasterised: 0, visible: true,
       mode: "shapes", cells: new Map(), cellSize: 0, needed: [], shown: [], drawn: 0,
       density: null, pending: 0, timer: null, densityAbort: null,
       bitmap: null, dirty: true, frameRequested: false, frames: 0,
@@ -194,17 +68,24 @@
     };
     const item = () => viewer.world.getItemAt(0);
 
-    // ---------------------------------------------------------------- canvas
+    // ---------------------------------------------------------------- canvases
+    // "annotation-layer" holds the rasterised shapes (or the density raster) for the screen
+    // plus MARGIN_PX on each side; between rasterisations a frame only sets its CSS transform,
+    // which the compositor applies (no canvas work per frame). "annotation-edit", screen
+    // sized, holds what changes with the mouse: the selection and the shape being drawn.
     const canvas = el("canvas", { id: "annotation-layer", class: "annotation-layer" });
-    viewer.canvas.appendChild(canvas);
-    const ctx = canvas.getContext("2d");
+    canvas.style.left = canvas.style.top = `${-MARGIN_PX}px`;
+    canvas.style.transformOrigin = `${MARGIN_PX}px ${MARGIN_PX}px`;
+    const edit = el("canvas", { id: "annotation-edit", class: "annotation-edit" });
+    viewer.canvas.append(canvas, edit);
+    const ectx = edit.getContext("2d");
 
     function size() {
       const dpr = window.devicePixelRatio || 1;
       const w = viewer.canvas.clientWidth, h = viewer.canvas.clientHeight;
-      if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
-        canvas.width = Math.round(w * dpr);
-        canvas.height = Math.round(h * dpr);
+      if (edit.width !== Math.round(w * dpr) || edit.height !== Math.round(h * dpr)) {
+        edit.width = Math.round(w * dpr);
+        edit.height = Math.round(h * dpr);
         layer.dirty = true;
       }
       return { w, h, dpr };
@@ -231,26 +112,45 @@
     }
 
     function rasterise(t, w, h, dpr) {
+      const started = performance.now();
       const bw = Math.ceil((w + 2 * MARGIN_PX) * dpr), bh = Math.ceil((h + 2 * MARGIN_PX) * dpr);
-      let b = layer.bitmap;
-      if (!b || b.canvas.width !== bw || b.canvas.height !== bh) {
-        const c = document.createElement("canvas");
-        c.width = bw; c.height = bh;
-        b = layer.bitmap = { canvas: c, ctx: c.getContext("2d") };
+      if (canvas.width !== bw || canvas.height !== bh) {
+        canvas.width = bw; canvas.height = bh;
+        canvas.style.width = `${bw / dpr}px`;
+        canvas.style.height = `${bh / dpr}px`;
       }
-      const g = b.ctx;
+      const g = canvas.getContext("2d");
       g.setTransform(1, 0, 0, 1, 0, 0);
       g.clearRect(0, 0, bw, bh);
-      const ids = new Set();
+      layer.bitmap = { t, w, h };
+      layer.dirty = false;
+      layer.rasterised += 1;
+      if (layer.mode === "density") {
+        const d = layer.density;
+        g.setTransform(dpr, 0, 0, dpr, dpr * MARGIN_PX, dpr * MARGIN_PX);
+        if (d) g.drawImage(d.canvas, t.ox + t.s * d.x, t.oy + t.s * d.y, t.s * d.w, t.s * d.h);
+        layer.rasterMs = performance.now() - started;
+        return;
+      }
       g.setTransform(dpr * t.s, 0, 0, dpr * t.s, dpr * (t.ox + MARGIN_PX), dpr * (t.oy + MARGIN_PX));
-      g.lineWidth = 1.5 / t.s;
+      // Many shapes: outlines one device pixel wide and no fill. Skia draws those as
+      // hairlines, ~25x faster than a 1.5 px stroke (2 s -> 75 ms for 10^5 hexagons in
+      // software); a tint under 10^4 outlines would hide the tissue anyway.
+      // A shape crossing cells comes with each of them: harmless for an opaque outline, but a
+      // tint drawn twice is darker, so the few shapes that get a tint are drawn once each.
+      const unique = shownRecords();
+      const heavy = unique.size > HEAVY_SHAPES;
+      g.lineWidth = heavy ? 1 / (t.s * dpr) : 1.5 / t.s;
       g.lineJoin = "round";
+      const groups = heavy ? layer.shown.map((cell) => cell.batches)
+        : [batches([...unique.values()])];
       const points = [];
-      for (const cell of layer.shown) {
-        for (const r of cell.records) ids.add(r.id);
-        for (const [color, batch] of cell.batches) {
-          g.fillStyle = color + "26";  // ~15 % alpha
-          g.fill(batch.areas, "evenodd");
+      for (const group of groups) {
+        for (const [color, batch] of group) {
+          if (!heavy) {
+            g.fillStyle = color + "26";  // ~15 % alpha
+            g.fill(batch.areas, "evenodd");
+          }
           g.strokeStyle = color;
           g.stroke(batch.areas);
           g.stroke(batch.lines);
@@ -271,10 +171,17 @@
         g.strokeStyle = "#000";
         g.stroke(path);
       }
-      b.t = t; b.w = w; b.h = h;
-      layer.rasterised += 1;
-      layer.drawn = ids.size;
-      layer.dirty = false;
+      layer.rasterMs = performance.now() - started;
+      layer.drawn = unique.size;
+    }
+
+    /** Each shown annotation once, by id (kept until the shown cells or their records change). */
+    function shownRecords() {
+      if (!layer.unique) {
+        layer.unique = new Map();
+        for (const cell of layer.shown) for (const r of cell.records) layer.unique.set(r.id, r);
+      }
+      return layer.unique;
     }
 
     function frame() {
@@ -282,37 +189,31 @@
       if (viewer.world.getItemCount() === 0) return;
       const { w, h, dpr } = size();
       const t = transform();
-      ctx.setTransform(1, 0, 0, 1, 0, 0);
-      ctx.clearRect(0, 0, canvas.width, canvas.height);
-      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-      if (layer.mode === "density") drawDensity(t);
-      else {
-        const b = layer.bitmap;
-        const ratio = b ? t.s / b.t.s : 0;
-        const dx = b ? t.ox - b.t.ox * ratio : 0, dy = b ? t.oy - b.t.oy * ratio : 0;
+      canvas.style.display = layer.visible ? "" : "none";
+      if (layer.visible) {
+        let b = layer.bitmap;
+        const k = b ? t.s / b.t.s : 0;
+        const dx = b ? t.ox - k * b.t.ox : 0, dy = b ? t.oy - k * b.t.oy : 0;
         const covered = b && Math.abs(dx) <= MARGIN_PX && Math.abs(dy) <= MARGIN_PX;
-        const sameZoom = b && Math.abs(ratio - 1) < 1e-6;
+        const sameZoom = b && Math.abs(k - 1) < 1e-6;
         if (layer.dirty || !b || b.w !== w || b.h !== h || !covered ||
             (!sameZoom && !viewer.isAnimating())) {
           rasterise(t, w, h, dpr);
+          b = layer.bitmap;
         }
-        const r = layer.bitmap;
-        const k = t.s / r.t.s;
-        // Bitmap pixel (0, 0) is element (-MARGIN, -MARGIN) at rasterisation time.
-        ctx.drawImage(r.canvas, t.ox - k * (r.t.ox + MARGIN_PX), t.oy - k * (r.t.oy + MARGIN_PX),
-          (r.canvas.width / dpr) * k, (r.canvas.height / dpr) * k);
+        // element = dx + k * (bitmap px - MARGIN): what was drawn at (ox0, s0) shown at (ox, s)
+        const kk = t.s / b.t.s;
+        canvas.style.transform =
+          `translate(${t.ox - kk * b.t.ox}px, ${t.oy - kk * b.t.oy}px) scale(${kk})`;
       }
-      drawSelection(t);
-      drawDraft(t);
+      ectx.setTransform(1, 0, 0, 1, 0, 0);
+      ectx.clearRect(0, 0, edit.width, edit.height);
+      if (layer.visible) {
+        ectx.setTransform(dpr, 0, 0, dpr, 0, 0);
+        drawSelection(t);
+        drawDraft(t);
+      }
       layer.frames += 1;
-    }
-
-    function drawDensity(t) {
-      const d = layer.density;
-      if (!d) return;
-      ctx.imageSmoothingEnabled = false;
-      ctx.drawImage(d.canvas, t.ox + t.s * d.x, t.oy + t.s * d.y, t.s * d.w, t.s * d.h);
-      ctx.imageSmoothingEnabled = true;
     }
 
     function tracePath(g, geometry, t) {
@@ -336,14 +237,14 @@
     function drawSelection(t) {
       const r = layer.selected;
       if (!r) return;
-      ctx.beginPath();
-      tracePath(ctx, r.geometry, t);
-      ctx.lineWidth = 5;
-      ctx.strokeStyle = "rgba(255, 255, 255, 0.9)";
-      ctx.stroke();
-      ctx.lineWidth = 2.5;
-      ctx.strokeStyle = r.color;
-      ctx.stroke();
+      ectx.beginPath();
+      tracePath(ectx, r.geometry, t);
+      ectx.lineWidth = 5;
+      ectx.strokeStyle = "rgba(255, 255, 255, 0.9)";
+      ectx.stroke();
+      ectx.lineWidth = 2.5;
+      ectx.strokeStyle = r.color;
+      ectx.stroke();
     }
 
     function drawDraft(t) {
@@ -352,13 +253,13 @@
       const pts = d.cursor && layer.tool === "polygon" ? d.points.concat([d.cursor]) : d.points;
       const geometry = draftGeometry(layer.tool, pts) ||
         { type: "LineString", coordinates: pts.map(pos) };
-      ctx.beginPath();
-      tracePath(ctx, geometry, t);
-      ctx.setLineDash([6, 4]);
-      ctx.lineWidth = 2;
-      ctx.strokeStyle = currentClass().color;
-      ctx.stroke();
-      ctx.setLineDash([]);
+      ectx.beginPath();
+      tracePath(ectx, geometry, t);
+      ectx.setLineDash([6, 4]);
+      ectx.lineWidth = 2;
+      ectx.strokeStyle = currentClass().color;
+      ectx.stroke();
+      ectx.setLineDash([]);
     }
 
     // ---------------------------------------------------------------- loading
@@ -411,11 +312,23 @@
         setDensity(region, grid);
         return;
       }
+      if (layer.mode !== "shapes") layer.dirty = true;
       layer.mode = "shapes";
       layer.density = null;
+      layer.grid = { region, grid };
+      // Halve the cells (same power-of-two grid) until none holds more than a query returns.
+      let cell = cellSize;
+      while (cell > 256 && densest(grid, region, cell) > CELL_LIMIT * 0.8) cell /= 2;
+      // Cells outside the image are not asked for: a shape lying wholly off the slide is
+      // not shown (the export still has it).
+      const dims = item().source.dimensions;
+      const m = Math.max(v.w, v.h) / 8;
       const needed = [];
-      for (let cy = cy0; cy <= cy1; cy++) {
-        for (let cx = cx0; cx <= cx1; cx++) needed.push(`${cellSize}:${cx}:${cy}`);
+      const lo = (a) => Math.floor(Math.max(a, 0) / cell);
+      for (let cy = lo(v.y - m); cy <= Math.floor(Math.min(v.y + v.h + m, dims.y) / cell); cy++) {
+        for (let cx = lo(v.x - m); cx <= Math.floor(Math.min(v.x + v.w + m, dims.x) / cell); cx++) {
+          needed.push(`${cell}:${cx}:${cy}`);
+        }
       }
       const keep = new Set(needed);
       for (const [key, cell] of layer.cells) {  // abort what is no longer in view; evict
@@ -423,26 +336,49 @@
         if (cell.abort) cell.abort.abort();
         if (!cell.records || !layer.shown.includes(cell)) layer.cells.delete(key);
       }
-      layer.cellSize = cellSize;
+      layer.cellSize = cell;
       layer.needed = needed;
       const loads = needed.filter((k) => !layer.cells.has(k)).map((key) => loadCell(key));
       showCells(needed);
       await Promise.all(loads);
     }
 
+    /** Most annotations (by bbox centre) that one cell of ``size`` would hold. */
+    function densest(grid, region, size_) {
+      const gw = region.w / grid.cols, gh = region.h / grid.rows;
+      const buckets = new Map();
+      let max = 0;
+      grid.counts.forEach((row, j) => row.forEach((n, i) => {
+        if (!n) return;
+        const key = Math.floor((region.x + (i + 0.5) * gw) / size_) * 65536 +
+          Math.floor((region.y + (j + 0.5) * gh) / size_);
+        const sum = (buckets.get(key) || 0) + n;
+        buckets.set(key, sum);
+        max = Math.max(max, sum);
+      }));
+      return max;
+    }
+
     function showCells(keys) {
       const cells = keys.map((k) => layer.cells.get(k));
+      let shown;
       if (cells.every((c) => c && c.records)) {
-        layer.shown = cells;
+        shown = cells;
         for (const [key, cell] of layer.cells) {
           if (!keys.includes(key) && cell.records) layer.cells.delete(key);
         }
       } else {  // keep what is on screen until every cell of the new view is in
         const extra = cells.filter((c) => c && c.records && !layer.shown.includes(c));
-        layer.shown = layer.shown.concat(extra);
+        shown = layer.shown.concat(extra);
       }
-      layer.dirty = true;
-      requestFrame();
+      const same = shown.length === layer.shown.length &&
+        shown.every((c) => layer.shown.includes(c));
+      layer.shown = shown;
+      if (!same) {
+        layer.unique = null;
+        layer.dirty = true;
+        requestFrame();
+      }
     }
 
     async function loadCell(key) {
@@ -459,7 +395,11 @@
         return;
       }
       cell.abort = null;
-      cell.truncated = Boolean(doc.truncated);
+      if (doc.truncated && layer.grid) {  // more than one query returns: never show a part
+        layer.cells.delete(key);
+        setDensity(layer.grid.region, layer.grid.grid);
+        return;
+      }
       setRecords(cell, doc.features.map((f) => record(f, layer.classColors)));
       if (layer.needed.includes(key)) showCells(layer.needed);
     }
@@ -467,7 +407,7 @@
     function setRecords(cell, records) {
       cell.records = records;
       cell.batches = batches(records);
-      cell.box = null;
+      layer.unique = null;
       layer.dirty = true;
     }
 
@@ -482,11 +422,12 @@
         if (!n) return;
         const i = 4 * (y * grid.cols + x);
         img.data[i] = 255; img.data[i + 1] = 120; img.data[i + 2] = 0;
-        img.data[i + 3] = Math.round(255 * (0.2 + 0.7 * Math.sqrt(n / max)));
+        img.data[i + 3] = Math.round(255 * (0.15 + 0.5 * Math.sqrt(n / max)));
       }));
       g.putImageData(img, 0, 0);
       layer.mode = "density";
       layer.density = { canvas: c, x: region.x, y: region.y, w: region.w, h: region.h, max };
+      layer.dirty = true;
       requestFrame();
     }
 
@@ -495,6 +436,7 @@
       for (const cell of layer.cells.values()) if (cell.abort) cell.abort.abort();
       layer.cells.clear();
       layer.shown = [];
+      layer.unique = null;
       layer.selected = null;
       layer.dirty = true;
       showSelection();
@@ -518,11 +460,13 @@
       for (const cell of layer.cells.values()) {
         if (!cell.records) continue;
         let records = cell.records.filter((r) => r.id !== id);
+        const removed = records.length !== cell.records.length;
         const b = replacement && replacement.box;
         const [size_, cx, cy] = cell.key.split(":").map(Number);
-        if (b && b[0] <= (cx + 1) * size_ && b[2] >= cx * size_ &&
-            b[1] <= (cy + 1) * size_ && b[3] >= cy * size_) records = records.concat([replacement]);
-        if (records.length !== cell.records.length || replacement) setRecords(cell, records);
+        const added = b && b[0] <= (cx + 1) * size_ && b[2] >= cx * size_ &&
+          b[1] <= (cy + 1) * size_ && b[3] >= cy * size_;
+        if (added) records = records.concat([replacement]);
+        if (removed || added) setRecords(cell, records);
       }
       requestFrame();
     }
@@ -539,6 +483,13 @@
         b.addEventListener("click", () => setTool(layer.tool === tool ? null : tool));
         tools.appendChild(b);
       }
+      const show = el("label", { class: "row" });
+      ui.visible = el("input", { type: "checkbox", id: "annotations-on", checked: "" });
+      ui.visible.addEventListener("change", () => {
+        layer.visible = ui.visible.checked;
+        requestFrame();
+      });
+      show.append(ui.visible, "Show annotations");
       ui.cls = el("select", { id: "annotation-class" });
       ui.comment = el("textarea", { id: "annotation-comment", rows: "2", maxlength: "10000",
         placeholder: "comment" });
@@ -567,7 +518,7 @@
         io.append(imp, ui.file);
       }
       ui.status = el("output", { id: "annotation-status", class: "annotation-status" });
-      panel.append(tools, clsRow, ui.comment, ui.selected, io, ui.status);
+      panel.append(show, tools, clsRow, ui.comment, ui.selected, io, ui.status);
     }
 
     function status(message, kind) {
@@ -796,7 +747,7 @@
       } else if (e.key === "Enter" && layer.tool === "polygon" && layer.draft) {
         finishDraft();
         e.preventDefault();
-      } else if ((e.key === "Delete" || e.key === "Backspace") && isOwn(layer.selected)) {
+      } else if (e.key === "Delete" && isOwn(layer.selected)) {
         deleteSelected();
         e.preventDefault();
       }
@@ -811,8 +762,8 @@
     viewer.addHandler("resize", scheduleRefresh);
     viewer.addHandler("animation-finish", () => { requestFrame(); scheduleRefresh(); });
     const me = layer.user ? Promise.resolve({ username: layer.user })
-      : getJson("/api/me").catch(() => ({ username: null }));
-    const classes = getJson("/api/annotation-classes").catch(() => []);
+      : getJson(opts.meUrl || "/api/me").catch(() => ({ username: null }));
+    const classes = getJson(opts.classesUrl || "/api/annotation-classes").catch(() => []);
     Promise.all([me, classes]).then(([who, list]) => {
       layer.user = who.username;
       fillClasses(Array.isArray(list) ? list : []);
@@ -821,5 +772,5 @@
     return layer;
   }
 
-  window.iainAnnotations = { attach, draftGeometry };
+  window.iainAnnotations = { attach };
 })();

@@ -37,11 +37,13 @@
       if (r.status === 403) throw new Error("Only the centre's admin can read its audit trail.");
       if (r.status === 404) throw new Error("No such slide.");
       if (!r.ok) throw new Error(`The audit trail could not be loaded (HTTP ${r.status}).`);
-      return r.json();
+      const truncated = r.headers.get("X-Audit-Truncated") === "true";
+      return r.json().then((records) => ({ records, truncated }));
     })
-    .then((records) => {
+    .then(({ records, truncated }) => {
       status.textContent = `${records.length} record${records.length === 1 ? "" : "s"}` +
-        (slideId ? ` for slide ${slideId}` : "");
+        (slideId ? ` for slide ${slideId}` : "") +
+        (truncated ? " (the newest ones; `iain audit export` has them all)" : "");
       for (const rec of records) body.appendChild(row(rec));
       document.body.dataset.state = "loaded";
     })
