@@ -7,7 +7,9 @@ The real slides and datasets sit in ``../shared`` beside the repository (never c
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +57,19 @@ def ebhi_dir() -> Path:
     if not (path / "split.csv").exists():
         pytest.fail(f"EBHI-Seg subset not found at {path} (set IAIN_DATASETS)")
     return path
+
+
+@pytest.fixture(scope="session")
+def shared_browser() -> Iterator[Any]:
+    """ONE Playwright + Debian chromium for the whole session: a thread can hold one sync
+    Playwright at a time, so per-package instances clashed when packages ran out of order."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: run `make install` (installs Debian's chromium)")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

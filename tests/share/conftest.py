@@ -31,7 +31,6 @@ from share.config import ShareSettings
 from share.db import Database, open_database
 from share.router import install_share
 from share.web import CSRF_HEADER, install_error_handlers
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS
 
 PG_BIN = Path(os.environ.get("IAIN_PG_BIN", "/usr/lib/postgresql/15/bin"))
 _counter = itertools.count()
@@ -257,17 +256,7 @@ def settings_with(settings: ShareSettings, **changes: object) -> ShareSettings:
     return replace(settings, **changes)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """Debian's chromium through Playwright (never a downloaded browser).
-
-    Module-scoped: one thread can hold one sync Playwright at a time, and tests/viewer starts
-    its own for the viewer tests.
-    """
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: run `make install` (installs Debian's chromium)")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+@pytest.fixture(scope="session")
+def chromium(shared_browser: Any) -> Any:
+    """Debian's chromium through Playwright: the session's one browser (tests/conftest.py)."""
+    return shared_browser

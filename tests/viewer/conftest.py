@@ -21,9 +21,9 @@ import tifffile
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, REPO_ROOT
+from tests.conftest import REPO_ROOT
 from tests.viewer._stub_backend import LiveServer, StubSlide, create_stub_app
 from tests.viewer.pyramids import synthetic_rgb, write_pyramid
 from viewer.app import create_app
@@ -204,14 +204,9 @@ def stub_server(cmu_pixels: np.ndarray, ruler_tiff: Path) -> Iterator[LiveServer
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    """Debian's chromium through Playwright; Playwright never downloads a browser here."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: run `make install` (installs Debian's chromium)")
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+def browser(shared_browser: Browser) -> Browser:
+    """Debian's chromium through Playwright: the session's one browser (tests/conftest.py)."""
+    return shared_browser
 
 
 @pytest.fixture()
