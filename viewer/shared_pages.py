@@ -138,6 +138,7 @@ def shared_viewer_page(peer: str, share_id: str) -> HTMLResponse:
     scripts = (
         f"{OPENSEADRAGON_URL}/openseadragon.min.js",
         f"{STATIC_URL}/shared.js",  # sets the hooks viewer.js reads: load it first
+        f"{STATIC_URL}/annotation-geometry.js",  # annotations.js needs it first
         f"{STATIC_URL}/annotations.js",  # attached by shared-view.js, pointed at the proxy
         f"{STATIC_URL}/viewer.js",
         f"{STATIC_URL}/shared-view.js",
