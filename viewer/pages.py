@@ -72,7 +72,12 @@ def _page(title: str, body: str, scripts: tuple[str, ...] = ()) -> str:
 def slide_list_page() -> HTMLResponse:
     """The slide list; cards are filled in by ``slides.js`` from ``/api/slides``."""
     body = f"""<body class="list-page">
-<header class="topbar"><a class="brand" href="/">IAIN</a><span class="sub">Slides</span></header>
+<header class="topbar"><a class="brand" href="/">IAIN</a><span class="sub">Slides</span>
+  <nav class="pages"><a class="nav" href="/shared-with-me">Shared with me</a>
+  <a class="nav" href="/opinions">Second opinions</a>
+  <a class="nav" href="/collections">Teaching collections</a>
+  <a class="nav" href="/review">Access review (admin)</a>
+  <a class="nav" href="/audit">Audit trail (admin)</a></nav></header>
 <main>
   <p id="status" class="status">Loading slides…</p>
   <div id="slides" class="cards" aria-live="polite"></div>

@@ -91,3 +91,15 @@ def test_real_app_pseudonymises_for_ml(real_app: RealApp) -> None:
         login(c, "caen-ml")
         slides = c.get("/api/slides").json()
         assert [(s["id"], s["name"]) for s in slides] == [(real_app.own, real_app.own)]
+
+
+def test_slide_list_links_every_page_and_each_answers(real_app: RealApp) -> None:
+    with httpx.Client(base_url=real_app.url) as c:
+        login(c, "caen-patho")
+        home = c.get("/", headers={"Accept": "text/html"})
+        links = re.findall(r'<a class="nav" href="(/[^"]*)"', home.text)
+        assert links == ["/shared-with-me", "/opinions", "/collections", "/review", "/audit"]
+        for link in links:  # admin pages render for anyone; their data API decides
+            page = c.get(link, headers={"Accept": "text/html"})
+            assert page.status_code == 200, link
+            assert "<!doctype html>" in page.text.lower()[:200], link
