@@ -32,6 +32,7 @@ from share.db import Database
 from share.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from share.geometry import Bbox, Kind, infer_kind, validate_geometry
 from share.models import Annotation, AnnotationClass, AnnotationVersion, User
+from share.spatial import cell_key, viewport_ranges
 
 __all__ = [
     "AnnotationInput",
@@ -166,6 +167,7 @@ _INSERT_COLUMNS = (
     "min_y",
     "max_x",
     "max_y",
+    "cell",
 )
 
 
@@ -184,6 +186,7 @@ def _values(row: _Row) -> dict[str, Any]:
         "min_y": b.min_y,
         "max_x": b.max_x,
         "max_y": b.max_y,
+        "cell": cell_key(b.min_x, b.min_y, b.max_x, b.max_y),
     }
 
 
@@ -323,6 +326,9 @@ def _replace(
     s: Session, p: Principal, a: Annotation, expected_version: int, values: dict[str, Any], op: str
 ) -> None:
     """Compare-and-set on ``version``: a stale client gets ConflictError (409)."""
+    if "min_x" in values:  # a revert's snapshot has the bbox, not the grid key
+        keys = ("min_x", "min_y", "max_x", "max_y")
+        values = values | {"cell": cell_key(*(values[k] for k in keys))}
     s.add(
         AnnotationVersion(
             annotation_id=a.id,
@@ -459,6 +465,18 @@ def list_classes(db: Database) -> list[dict[str, str]]:
         return [{"name": n, "color": c} for n, c in rows]
 
 
+# The key ranges (a JSON array of [lo, hi]) drive a nested loop of range scans on
+# (slide_id, cell); CROSS JOIN pins that order, and with it the answer's: coarse grid levels
+# (large shapes) first, then rows of cells, then ids. tests/share/test_spatial.py checks the plan.
+VIEWPORT_SQL_SQLITE = (
+    "SELECT a.*, u.username AS owner FROM json_each(:ranges) g "
+    "CROSS JOIN annotations a CROSS JOIN users u "
+    "WHERE a.slide_id = :slide AND a.cell BETWEEN g.value ->> 0 AND g.value ->> 1 "
+    "AND a.min_x <= :x1 AND a.max_x >= :x0 AND a.min_y <= :y1 AND a.max_y >= :y0 "
+    "AND NOT a.deleted AND u.id = a.owner_id"
+)
+
+
 def query_viewport(
     db: Database,
     p: Principal,
@@ -492,15 +510,8 @@ def query_viewport(
             "box(point(:x0, :y0), point(:x1, :y1)) AND a.slide_id = :slide AND NOT a.deleted"
         )
     else:
-        # CROSS JOIN fixes SQLite's join order: the R*Tree drives, otherwise the planner may
-        # walk every annotation of the slide through the (slide_id, layer) index.
-        sql = (
-            "SELECT a.*, u.username AS owner FROM annotations_rtree r "
-            "CROSS JOIN annotations a CROSS JOIN users u "
-            "WHERE a.id = r.id AND u.id = a.owner_id "
-            "AND r.min_x <= :x1 AND r.max_x >= :x0 AND r.min_y <= :y1 AND r.max_y >= :y0 "
-            "AND a.slide_id = :slide AND NOT a.deleted"
-        )
+        params["ranges"] = _dumps(viewport_ranges(x0, y0, x1, y1))
+        sql = VIEWPORT_SQL_SQLITE
     with db.engine.connect() as conn:
         rows = conn.execute(text(sql + layer_sql + " LIMIT :n"), params).all()
     truncated = len(rows) > limit
@@ -585,9 +596,11 @@ def density(
             "box(point(:x0, :y0), point(:x1, :y1))"
         )
     else:
+        params["ranges"] = _dumps(viewport_ranges(x0, y0, x1, y1))
         where = (
-            "FROM annotations_rtree r CROSS JOIN annotations a WHERE a.id = r.id "
-            "AND r.min_x <= :x1 AND r.max_x >= :x0 AND r.min_y <= :y1 AND r.max_y >= :y0"
+            "FROM json_each(:ranges) g CROSS JOIN annotations a "
+            "WHERE a.cell BETWEEN g.value ->> 0 AND g.value ->> 1 "
+            "AND a.min_x <= :x1 AND a.max_x >= :x0 AND a.min_y <= :y1 AND a.max_y >= :y0"
         )
     sql = (
         f"SELECT {cell} {where} AND a.slide_id = :slide AND NOT a.deleted{layer_sql} "
@@ -700,6 +713,7 @@ def import_geojson(
                 b.min_y,
                 b.max_x,
                 b.max_y,
+                cell_key(b.min_x, b.min_y, b.max_x, b.max_y),
                 *fixed,
             )
 
