@@ -27,6 +27,15 @@ from sqlalchemy.orm import Session
 
 from share import audit
 from share.accounts import now_utc
+from share.annotation_import import (
+    ROW_COLUMNS,
+    FastFields,
+    ImportRow,
+    features_of,
+    parse_body,
+    prepare_batch,
+)
+from share.annotation_write import write_rows
 from share.authz import Action, AnnotationRef, Principal, SlideRef, authorize
 from share.db import Database
 from share.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
@@ -614,17 +623,9 @@ def density(
     return grid
 
 
-def _parse_feature(feature: Any, i: int) -> AnnotationInput:
-    where = f"feature {i}"
-    if not isinstance(feature, dict) or feature.get("type") != "Feature":
-        raise InvalidInputError(f"{where}: not a GeoJSON Feature")
-    fid = feature.get("id", "")
-    if not isinstance(fid, str | int) or isinstance(fid, bool):
-        raise InvalidInputError(f"{where}: id must be a string")
-    where = f"feature {i}" + (f" (id {fid})" if fid != "" else "")
-    props = feature.get("properties") or {}
-    if not isinstance(props, dict):
-        raise InvalidInputError(f"{where}: properties must be an object")
+def _split_properties(props: dict[str, Any], where: str) -> FastFields:
+    """QuPath's ``objectType`` and ``classification`` and our ``iain`` block; the rest of the
+    properties is kept verbatim."""
     props = dict(props)
     object_type = props.pop("objectType", "annotation")
     iain = props.pop("iain", None) or {}
@@ -636,6 +637,8 @@ def _parse_feature(feature: Any, i: int) -> AnnotationInput:
         class_name = cls["name"]
         color = _hex(cls["color"], where) if "color" in cls else None
     kind = None
+    if not isinstance(iain, dict):
+        raise InvalidInputError(f"{where}: properties.iain must be an object")
     if "kind" in iain:
         try:
             kind = Kind(iain["kind"])
@@ -644,94 +647,113 @@ def _parse_feature(feature: Any, i: int) -> AnnotationInput:
     comment = iain.get("comment", "")
     if not isinstance(comment, str) or not isinstance(object_type, str):
         raise InvalidInputError(f"{where}: comment and objectType must be strings")
+    return FastFields(kind, object_type, class_name, color, comment, props)
+
+
+def _parse_feature(feature: Any, i: int) -> AnnotationInput:
+    where = f"feature {i}"
+    if not isinstance(feature, dict) or feature.get("type") != "Feature":
+        raise InvalidInputError(f"{where}: not a GeoJSON Feature")
+    fid = feature.get("id", "")
+    if not isinstance(fid, str | int) or isinstance(fid, bool):
+        raise InvalidInputError(f"{where}: id must be a string")
+    where = f"feature {i}" + (f" (id {fid})" if fid != "" else "")
+    props = feature.get("properties") or {}
+    if not isinstance(props, dict):
+        raise InvalidInputError(f"{where}: properties must be an object")
+    f = _split_properties(props, where)
     return AnnotationInput(
         geometry=feature.get("geometry"),
-        kind=kind,
-        class_name=class_name,
-        color=color,
-        comment=comment,
-        object_type=object_type,
-        properties=props,
+        kind=f.kind,
+        class_name=f.class_name,
+        color=f.color,
+        comment=f.comment,
+        object_type=f.object_type,
+        properties=f.properties,
         uuid=str(fid),
     )
+
+
+def _import_row(feature: Any, i: int, limits: Limits) -> tuple[ImportRow, str | None, str | None]:
+    """The per-feature validator: the import's definition of a good feature."""
+    item = _parse_feature(feature, i)
+    r = _prepare(item, f"feature {i}" + (f" (id {item.uuid:.64})" if item.uuid else ""), limits)
+    b = r.bbox
+    row = (
+        r.uuid,
+        r.kind.value,
+        r.object_type,
+        r.class_name,
+        r.comment,
+        r.geometry,
+        r.properties,
+        b.min_x,
+        b.min_y,
+        b.max_x,
+        b.max_y,
+        cell_key(b.min_x, b.min_y, b.max_x, b.max_y),
+    )
+    return row, item.class_name, item.color
+
+
+def _fast_fields(props: dict[str, Any], limits: Limits) -> FastFields | None:
+    """``_split_properties`` plus ``_prepare``'s checks; None where either would complain
+    (the per-feature path then words it)."""
+    try:
+        f = _split_properties(props, "")
+    except InvalidInputError:
+        return None
+    if (
+        f.object_type not in OBJECT_TYPES
+        or len(f.comment) > limits.max_comment
+        or (f.class_name is not None and not 0 < len(f.class_name) <= 100)
+    ):
+        return None
+    return f
 
 
 def import_geojson(
     db: Database,
     p: Principal,
     slide: SlideRef,
-    collection: Any,
+    body: bytes | Any,
     *,
     layer: str = "default",
     limits: Limits = Limits(),
     batch: int = 20_000,
 ) -> int:
-    """Import a QuPath GeoJSON FeatureCollection (or a bare list of features) into ``layer``,
-    all or nothing: the first invalid feature aborts with an error naming it."""
+    """Import a QuPath GeoJSON FeatureCollection (or a Feature, or a bare list of features)
+    into ``layer``, all or nothing: the first invalid feature aborts with an error naming it.
+    ``body`` is the JSON text (the fast path) or an already parsed collection."""
     _check(p, Action.ANNOTATION_WRITE, slide, None)
-    if isinstance(collection, dict) and collection.get("type") == "FeatureCollection":
-        features = collection.get("features")
-    elif isinstance(collection, dict) and collection.get("type") == "Feature":
-        features = [collection]
+    if not 0 < len(layer) <= 100:
+        raise InvalidInputError("layer name must be 1-100 characters")
+    if isinstance(body, bytes | bytearray | memoryview):
+        features = parse_body(bytes(body) if not isinstance(body, bytes) else body)
     else:
-        features = collection
-    if not isinstance(features, list):
-        raise InvalidInputError("expected a GeoJSON FeatureCollection or a list of features")
+        features = features_of(body)
     if len(features) > limits.max_features:
         raise InvalidInputError(f"{len(features)} features: at most {limits.max_features}")
-    now = now_utc()
-    common = {
-        "slide_id": slide.slide_id,
-        "owner_id": p.user_id,
-        "version": 1,
-        "deleted": False,
-        "updated_at": now,
-    }
     classes: dict[str, str] = {}
+    cache: dict[bytes, Any] = {}
+    tail = (layer, slide.slide_id, p.user_id, 1, False, now_utc())
 
-    columns = (*_INSERT_COLUMNS, *common)
-    fixed = tuple(common.values())
-
-    def rows() -> Iterator[tuple[Any, ...]]:
-        for i, feature in enumerate(features):
-            item = _parse_feature(feature, i)
-            if item.class_name is not None and item.class_name not in classes:
-                classes[item.class_name] = item.color or DEFAULT_COLOR
-            where = f"feature {i}" + (f" (id {item.uuid:.64})" if item.uuid else "")
-            r = _prepare(item, where, limits)
-            b = r.bbox
-            yield (
-                r.uuid,
-                r.kind.value,
-                r.object_type,
-                r.class_name,
-                r.comment,
-                layer,
-                r.geometry,
-                r.properties,
-                b.min_x,
-                b.min_y,
-                b.max_x,
-                b.max_y,
-                cell_key(b.min_x, b.min_y, b.max_x, b.max_y),
-                *fixed,
+    def batches() -> Iterator[list[ImportRow]]:
+        for start in range(0, len(features), batch):
+            rows = prepare_batch(
+                features[start : start + batch],
+                start,
+                split=lambda props: _fast_fields(props, limits),
+                slow_row=lambda feature, i: _import_row(feature, i, limits),
+                max_vertices=limits.max_vertices,
+                classes=classes,
+                default_color=DEFAULT_COLOR,
+                cache=cache,
             )
+            yield [row + tail for row in rows]
 
-    # Plain DB-API executemany: SQLAlchemy's per-row parameter processing cost more than
-    # SQLite's insert (and its R*Tree trigger) at 10^6 rows.
-    mark = "?" if db.dialect == "sqlite" else "%s"
-    placeholders = ", ".join([mark] * len(columns))
-    sql = f"INSERT INTO annotations ({', '.join(columns)}) VALUES ({placeholders})"
-    with db.engine.begin() as conn:
-        chunk: list[tuple[Any, ...]] = []
-        for values in rows():
-            chunk.append(values)
-            if len(chunk) >= batch:
-                conn.exec_driver_sql(sql, chunk)
-                chunk = []
-        if chunk:
-            conn.exec_driver_sql(sql, chunk)
-        _ensure_classes(conn, classes)
+    columns = (*ROW_COLUMNS, "layer", "slide_id", "owner_id", "version", "deleted", "updated_at")
+    write_rows(db, columns, batches(), lambda conn: _ensure_classes(conn, classes))
     with db.session() as s:
         _audit(s, p, slide, "import", {"layer": layer, "features": len(features)})
     logger.info("imported %d annotations", len(features))
