@@ -33,6 +33,7 @@ from share.annotation_import import (
     ImportRow,
     features_of,
     parse_body,
+    paused_gc,
     prepare_batch,
 )
 from share.annotation_write import write_rows
@@ -477,9 +478,22 @@ def list_classes(db: Database) -> list[dict[str, str]]:
 # The key ranges (a JSON array of [lo, hi]) drive a nested loop of range scans on
 # (slide_id, cell); CROSS JOIN pins that order, and with it the answer's: coarse grid levels
 # (large shapes) first, then rows of cells, then ids. tests/share/test_spatial.py checks the plan.
+# The viewport answer's Feature text, built by SQLite from the stored JSON text (the same
+# bytes _feature_text writes; the hot path of a pan at 10^6 annotations).
+_FEATURE_TEXT_SQLITE = (
+    """'{"type":"Feature"' || iif(a.uuid <> '', ',"id":' || json_quote(a.uuid), '') """
+    """|| ',"geometry":' || a.geometry || ',"properties":{"objectType":' """
+    """|| json_quote(a.object_type) """
+    """|| iif(a.properties = '{}', '}', ',' || substr(a.properties, 2)) || ',"iain":' """
+    "|| json_object('id', a.id, 'kind', a.kind, 'layer', a.layer, 'owner', u.username, "
+    "'class', a.class_name, 'comment', a.comment, 'version', a.version) || '}'"
+)
+# The key ranges (a JSON array of [lo, hi]) drive a nested loop of range scans on
+# (slide_id, cell); CROSS JOIN pins that order, and with it the answer's: coarse grid levels
+# (large shapes) first, then rows of cells, then ids. tests/share/test_spatial.py checks the plan.
 VIEWPORT_SQL_SQLITE = (
-    "SELECT a.*, u.username AS owner FROM json_each(:ranges) g "
-    "CROSS JOIN annotations a CROSS JOIN users u "
+    f"SELECT a.*, u.username AS owner, {_FEATURE_TEXT_SQLITE} AS feature "
+    "FROM json_each(:ranges) g CROSS JOIN annotations a CROSS JOIN users u "
     "WHERE a.slide_id = :slide AND a.cell BETWEEN g.value ->> 0 AND g.value ->> 1 "
     "AND a.min_x <= :x1 AND a.max_x >= :x0 AND a.min_y <= :y1 AND a.max_y >= :y0 "
     "AND NOT a.deleted AND u.id = a.owner_id"
@@ -529,7 +543,10 @@ def query_viewport(
         return _dumps({"type": "FeatureCollection", "features": features, "truncated": truncated})
     # Stored geometry and properties are JSON text already: splice them instead of parsing
     # and re-encoding (the viewport answer is the hot path of a pan at 10^6 annotations).
-    parts = [_feature_text(r) for r in rows[:limit]]
+    if db.dialect == "postgresql":
+        parts = [_feature_text(r) for r in rows[:limit]]
+    else:
+        parts = [r.feature for r in rows[:limit]]
     return (
         '{"type":"FeatureCollection","features":['
         + ",".join(parts)
@@ -749,11 +766,13 @@ def import_geojson(
                 classes=classes,
                 default_color=DEFAULT_COLOR,
                 cache=cache,
+                tail=tail,
             )
-            yield [row + tail for row in rows]
+            yield rows
 
     columns = (*ROW_COLUMNS, "layer", "slide_id", "owner_id", "version", "deleted", "updated_at")
-    write_rows(db, columns, batches(), lambda conn: _ensure_classes(conn, classes))
+    with paused_gc():
+        write_rows(db, columns, batches(), lambda conn: _ensure_classes(conn, classes))
     with db.session() as s:
         _audit(s, p, slide, "import", {"layer": layer, "features": len(features)})
     logger.info("imported %d annotations", len(features))

@@ -9,6 +9,7 @@ import random
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from share import annotations as store
 from share.accounts import Accounts
@@ -157,3 +158,23 @@ def test_bow_tie_create_is_refused(accounts: Accounts, people: Any) -> None:
     assert slide is not None
     with pytest.raises(InvalidInputError, match="Self-intersection"):
         store.create(accounts.db, p, slide, store.AnnotationInput(geometry=BOW_TIE))
+
+
+def test_sqlite_feature_text_is_the_python_one(accounts: Accounts, people: Any) -> None:
+    """The viewport's Feature text built by SQLite says what ``_feature_text`` says."""
+    if accounts.db.dialect != "sqlite":
+        return
+    p, slide = accounts.principal("caen-patho"), accounts.slide("s-caen")
+    assert slide is not None
+    features: list[Any] = _varied(40)["features"]
+    features[0].pop("id")  # no uuid: no "id" member
+    features[8]["properties"]["iain"]["comment"] = 'quote " slash \\ tab \t é ✓'
+    store.import_geojson(accounts.db, p, slide, features)
+    params = {"ranges": "[[0, 9223372036854775807]]", "slide": "s-caen"}
+    params |= {"x0": -1e8, "y0": -1e8, "x1": 1e8, "y1": 1e8}
+    with accounts.db.engine.connect() as conn:
+        rows = conn.execute(text(store.VIEWPORT_SQL_SQLITE), params).all()
+    assert len(rows) == 40
+    for r in rows:
+        assert json.loads(r.feature) == json.loads(store._feature_text(r))
+    assert sum('"id":' not in r.feature.split('"geometry"')[0] for r in rows) == 1
