@@ -94,12 +94,17 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run(
-    n: int, queries: int, view_px: int, reuse: Path | None = None, export: bool = True
+    n: int,
+    queries: int,
+    view_px: int,
+    reuse: Path | None = None,
+    export: bool = True,
+    db_url: str = "",
 ) -> dict[str, Any]:
     tmp = reuse.parent if reuse is not None else Path(tempfile.mkdtemp(prefix="bench-ann-"))
     settings = ShareSettings(
         data_dir=tmp,
-        database_url=f"sqlite:///{reuse}" if reuse is not None else "",
+        database_url=f"sqlite:///{reuse}" if reuse is not None else db_url,
         argon2_time_cost=1,
         argon2_memory_kib=1024,
     )
@@ -113,13 +118,14 @@ def run(
         p = accounts.principal("bench")
     slide = accounts.slide("slide")
     assert slide is not None
-    t_import = cpu_import = body_mb = import_rss = float("nan")
+    t_import = cpu_import = body_mb = import_rss = load_at_import = float("nan")
     count = n
     if reuse is None:
         raw = make_body(n)
         body_mb = len(raw) / 1e6
         gc.collect()
         _reset_peak_rss()
+        load_at_import = os.getloadavg()[0]
         t0 = time.perf_counter()
         cpu0 = time.process_time()
         count = store.import_geojson(db, p, slide, raw, limits=store.Limits(max_features=max(n, 1)))
@@ -165,7 +171,9 @@ def run(
         "export_s": t_export,
         "export_mb": size / 1e6,
         "import_peak_rss_mb": import_rss,
+        "load_avg_import": load_at_import,
         "load_avg": os.getloadavg()[0],
+        "database": db.dialect,
         "cpus": os.cpu_count(),
     }
 
@@ -211,8 +219,9 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--reuse", type=Path, help="query an iain.db a previous run imported")
     parser.add_argument("--no-export", action="store_true")
+    parser.add_argument("--db-url", default="", help="e.g. postgresql+psycopg://... (SQLite)")
     args = parser.parse_args()
-    result = run(args.n, args.queries, args.view_px, args.reuse, not args.no_export)
+    result = run(args.n, args.queries, args.view_px, args.reuse, not args.no_export, args.db_url)
     for key, value in result.items():
         print(f"{key:>18}: {value:.2f}" if isinstance(value, float) else f"{key:>18}: {value}")
     if args.write:

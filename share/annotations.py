@@ -491,13 +491,15 @@ _FEATURE_TEXT_SQLITE = (
 # The key ranges (a JSON array of [lo, hi]) drive a nested loop of range scans on
 # (slide_id, cell); CROSS JOIN pins that order, and with it the answer's: coarse grid levels
 # (large shapes) first, then rows of cells, then ids. tests/share/test_spatial.py checks the plan.
-VIEWPORT_SQL_SQLITE = (
-    f"SELECT a.*, u.username AS owner, {_FEATURE_TEXT_SQLITE} AS feature "
+_VIEWPORT_FROM_SQLITE = (
     "FROM json_each(:ranges) g CROSS JOIN annotations a CROSS JOIN users u "
     "WHERE a.slide_id = :slide AND a.cell BETWEEN g.value ->> 0 AND g.value ->> 1 "
     "AND a.min_x <= :x1 AND a.max_x >= :x0 AND a.min_y <= :y1 AND a.max_y >= :y0 "
     "AND NOT a.deleted AND u.id = a.owner_id"
 )
+VIEWPORT_SQL_SQLITE = f"SELECT {_FEATURE_TEXT_SQLITE} AS feature {_VIEWPORT_FROM_SQLITE}"
+# (pseudonymised callers: the columns, for _feature to drop what they may not see)
+_VIEWPORT_ROWS_SQL_SQLITE = f"SELECT a.*, u.username AS owner {_VIEWPORT_FROM_SQLITE}"
 
 
 def query_viewport(
@@ -534,7 +536,7 @@ def query_viewport(
         )
     else:
         params["ranges"] = _dumps(viewport_ranges(x0, y0, x1, y1))
-        sql = VIEWPORT_SQL_SQLITE
+        sql = _VIEWPORT_ROWS_SQL_SQLITE if pseudo else VIEWPORT_SQL_SQLITE
     with db.engine.connect() as conn:
         rows = conn.execute(text(sql + layer_sql + " LIMIT :n"), params).all()
     truncated = len(rows) > limit

@@ -173,8 +173,8 @@ def test_sqlite_feature_text_is_the_python_one(accounts: Accounts, people: Any) 
     params = {"ranges": "[[0, 9223372036854775807]]", "slide": "s-caen"}
     params |= {"x0": -1e8, "y0": -1e8, "x1": 1e8, "y1": 1e8}
     with accounts.db.engine.connect() as conn:
-        rows = conn.execute(text(store.VIEWPORT_SQL_SQLITE), params).all()
+        texts = conn.execute(text(store.VIEWPORT_SQL_SQLITE), params).scalars().all()
+        rows = conn.execute(text(store._VIEWPORT_ROWS_SQL_SQLITE), params).all()
     assert len(rows) == 40
-    for r in rows:
-        assert json.loads(r.feature) == json.loads(store._feature_text(r))
-    assert sum('"id":' not in r.feature.split('"geometry"')[0] for r in rows) == 1
+    assert [json.loads(t) for t in texts] == [json.loads(store._feature_text(r)) for r in rows]
+    assert sum('"id":' not in t.split('"geometry"')[0] for t in texts) == 1
