@@ -86,8 +86,9 @@ _ENCODER = msgspec.json.Encoder()
 _FAST_KINDS = (Kind.POLYGON, Kind.FREEHAND, Kind.ELLIPSE)  # no rule beyond a valid polygon
 
 
-def parse_body(body: bytes) -> Sequence[Any]:
-    """The features of a FeatureCollection, a Feature or a bare list, as raw JSON slices --
+def parse_body(body: bytes | bytearray) -> Sequence[Any]:
+    """The features of a FeatureCollection, a Feature or a bare list, as raw JSON slices of
+    ``body`` (views, not copies) --
     or, for a body the fast parser refuses (NaN, which Python's parser reads and the validator
     must then name; odd shapes), as Python objects for the per-feature path."""
     try:
@@ -101,7 +102,7 @@ def parse_body(body: bytes) -> Sequence[Any]:
     if isinstance(top, list):
         return top
     if top.type == "Feature":
-        return [msgspec.Raw(body)]
+        return [msgspec.Raw(bytes(body))]
     if top.type == "FeatureCollection" and top.features is not None:
         return top.features
     raise InvalidInputError("expected a GeoJSON FeatureCollection or a list of features")

@@ -21,7 +21,7 @@ from share.db import Database
 __all__ = ["write_rows"]
 
 _DONE = object()
-_SQLITE_CACHE_KIB = 256 * 1024  # the (slide_id, cell) index gets random inserts: keep it hot
+_SQLITE_CACHE_KIB = 64 * 1024  # the (slide_id, cell) index gets random inserts: keep it hot
 
 
 def _produce(

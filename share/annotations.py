@@ -747,10 +747,7 @@ def import_geojson(
     _check(p, Action.ANNOTATION_WRITE, slide, None)
     if not 0 < len(layer) <= 100:
         raise InvalidInputError("layer name must be 1-100 characters")
-    if isinstance(body, bytes | bytearray | memoryview):
-        features = parse_body(bytes(body) if not isinstance(body, bytes) else body)
-    else:
-        features = features_of(body)
+    features = parse_body(body) if isinstance(body, bytes | bytearray) else features_of(body)
     if len(features) > limits.max_features:
         raise InvalidInputError(f"{len(features)} features: at most {limits.max_features}")
     classes: dict[str, str] = {}

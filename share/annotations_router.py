@@ -163,18 +163,13 @@ async def import_geojson(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap:
         raise PayloadTooLargeError(f"body of {declared} bytes exceeds {cap}")
-    chunks: list[bytes] = []
-    size = 0
+    body = bytearray()  # the one copy of the body: the import's raw slices point into it
     async for chunk in request.stream():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > cap:
+        body += chunk
+        if len(body) > cap:
             raise PayloadTooLargeError(f"body exceeds {cap} bytes")
 
     def work() -> int:
-        # One copy of the body (the join); the import parses it in batches, never whole.
-        body = b"".join(chunks)
-        chunks.clear()
         return store.import_geojson(
             accounts.db, me, slide, body, layer=layer, limits=_limits(request)
         )
