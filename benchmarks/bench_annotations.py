@@ -16,12 +16,15 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import math
 import os
 import random
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +79,27 @@ def make_body(n: int, seed: int = 0) -> bytes:
     return bytes(out)
 
 
+@contextmanager
+def _import_log() -> Iterator[dict[str, float]]:
+    """The import's own CPU split (prepare thread, write thread), from its INFO line."""
+    found: dict[str, float] = {}
+
+    class Grab(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.msg.startswith("imported"):
+                _, found["prepare_cpu_s"], found["write_cpu_s"], found["write_wait_s"] = record.args  # type: ignore[misc]
+
+    log = logging.getLogger("share.annotations")
+    handler, level = Grab(), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield found
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
 def _reset_peak_rss() -> None:
     # Linux: writing 5 to clear_refs resets VmHWM, the peak RSS read back by _peak_rss_mb.
     Path("/proc/self/clear_refs").write_text("5")
@@ -119,6 +143,7 @@ def run(
     slide = accounts.slide("slide")
     assert slide is not None
     t_import = cpu_import = body_mb = import_rss = load_at_import = float("nan")
+    import_split: dict[str, float] = {}
     count = n
     if reuse is None:
         raw = make_body(n)
@@ -128,10 +153,14 @@ def run(
         load_at_import = os.getloadavg()[0]
         t0 = time.perf_counter()
         cpu0 = time.process_time()
-        count = store.import_geojson(db, p, slide, raw, limits=store.Limits(max_features=max(n, 1)))
+        with _import_log() as stats:
+            count = store.import_geojson(
+                db, p, slide, raw, limits=store.Limits(max_features=max(n, 1))
+            )
         t_import = time.perf_counter() - t0
         cpu_import = time.process_time() - cpu0
         import_rss = _peak_rss_mb()
+        import_split = stats
         del raw
     rng = random.Random(1)
     timings, base_timings, returned = [], [], []
@@ -161,6 +190,7 @@ def run(
         "body_mb": body_mb,
         "import_s": t_import,
         "import_cpu_s": cpu_import,
+        **import_split,
         "db_mb": sum(f.stat().st_size for f in tmp.iterdir()) / 1e6,
         "view_px": view_px,
         "features_per_view": statistics.median(returned),

@@ -771,10 +771,16 @@ def import_geojson(
 
     columns = (*ROW_COLUMNS, "layer", "slide_id", "owner_id", "version", "deleted", "updated_at")
     with paused_gc():
-        write_rows(db, columns, batches(), lambda conn: _ensure_classes(conn, classes))
+        stats = write_rows(db, columns, batches(), lambda conn: _ensure_classes(conn, classes))
     with db.session() as s:
         _audit(s, p, slide, "import", {"layer": layer, "features": len(features)})
-    logger.info("imported %d annotations", len(features))
+    logger.info(
+        "imported %d annotations (prepare %.1f CPU-s, write %.1f CPU-s, writer waited %.1f s)",
+        len(features),
+        stats.prepare_cpu_s,
+        stats.write_cpu_s,
+        stats.write_wait_s,
+    )
     return len(features)
 
 
