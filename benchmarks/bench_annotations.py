@@ -81,7 +81,7 @@ def make_body(n: int, seed: int = 0) -> bytes:
 
 @contextmanager
 def _import_log() -> Iterator[dict[str, float]]:
-    """The import's own CPU split (prepare thread, write thread), from its INFO line."""
+    """The import's own CPU split (preparing batches, writing them), from its INFO line."""
     found: dict[str, float] = {}
 
     class Grab(logging.Handler):

@@ -160,10 +160,8 @@ def test_bow_tie_create_is_refused(accounts: Accounts, people: Any) -> None:
         store.create(accounts.db, p, slide, store.AnnotationInput(geometry=BOW_TIE))
 
 
-def test_sqlite_feature_text_is_the_python_one(accounts: Accounts, people: Any) -> None:
-    """The viewport's Feature text built by SQLite says what ``_feature_text`` says."""
-    if accounts.db.dialect != "sqlite":
-        return
+def test_sql_feature_text_is_the_python_one(accounts: Accounts, people: Any) -> None:
+    """The viewport's Feature text built by the database says what ``_feature_text`` says."""
     p, slide = accounts.principal("caen-patho"), accounts.slide("s-caen")
     assert slide is not None
     features: list[Any] = _varied(40)["features"]
@@ -172,9 +170,12 @@ def test_sqlite_feature_text_is_the_python_one(accounts: Accounts, people: Any) 
     store.import_geojson(accounts.db, p, slide, features)
     params = {"ranges": "[[0, 9223372036854775807]]", "slide": "s-caen"}
     params |= {"x0": -1e8, "y0": -1e8, "x1": 1e8, "y1": 1e8}
+    sqlite = accounts.db.dialect == "sqlite"
+    texts_sql = store.VIEWPORT_SQL_SQLITE if sqlite else store.VIEWPORT_SQL_PG
+    rows_sql = store._VIEWPORT_ROWS_SQL_SQLITE if sqlite else store._VIEWPORT_ROWS_SQL_PG
     with accounts.db.engine.connect() as conn:
-        texts = conn.execute(text(store.VIEWPORT_SQL_SQLITE), params).scalars().all()
-        rows = conn.execute(text(store._VIEWPORT_ROWS_SQL_SQLITE), params).all()
+        texts = conn.execute(text(texts_sql + " ORDER BY a.id"), params).scalars().all()
+        rows = conn.execute(text(rows_sql + " ORDER BY a.id"), params).all()
     assert len(rows) == 40
     assert [json.loads(t) for t in texts] == [json.loads(store._feature_text(r)) for r in rows]
     assert sum('"id":' not in t.split('"geometry"')[0] for t in texts) == 1
