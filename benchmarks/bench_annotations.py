@@ -87,7 +87,8 @@ def _import_log() -> Iterator[dict[str, float]]:
     class Grab(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             if record.msg.startswith("imported"):
-                _, found["prepare_cpu_s"], found["write_cpu_s"], found["write_wait_s"] = record.args  # type: ignore[misc]
+                args: Any = record.args
+                _, found["prepare_cpu_s"], found["write_cpu_s"] = args
 
     log = logging.getLogger("share.annotations")
     handler, level = Grab(), log.level
@@ -235,10 +236,11 @@ def write_results(r: dict[str, Any]) -> None:
     )
     old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     start = old.find("## Annotations")
-    if start >= 0:
-        end = old.find("\n## ", start + 1)
-        old = old[:start] + old[end + 1 :] if end >= 0 else old[:start]
-    RESULTS.write_text(old.rstrip() + "\n\n" + section)
+    if start < 0:
+        RESULTS.write_text(old.rstrip() + "\n\n" + section)
+        return
+    end = old.find("\n## ", start + 1)  # replaced in place, the other sections kept in order
+    RESULTS.write_text(old[:start] + section + (old[end:] if end >= 0 else ""))
 
 
 def main() -> None:
