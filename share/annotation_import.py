@@ -93,7 +93,7 @@ def parse_body(body: bytes | bytearray) -> Sequence[Any]:
     must then name; odd shapes), as Python objects for the per-feature path."""
     try:
         top: _Collection | list[msgspec.Raw] = _TOP.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         try:
             collection = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -220,7 +220,7 @@ def prepare_batch(
     for j, item in enumerate(items):
         try:
             head, rings, class_name, color = _fast(item, split, cache)
-        except (_Slow, msgspec.DecodeError, msgspec.ValidationError):
+        except (_Slow, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             try:
                 row, class_name, color = _slow(item, start + j, slow_row)
             except InvalidInputError as exc:
@@ -258,12 +258,15 @@ def paused_gc() -> Iterator[None]:
 
 
 def _slow(item: Any, i: int, slow_row: SlowRow) -> tuple[ImportRow, str | None, str | None]:
-    if isinstance(item, msgspec.Raw):
-        try:
-            item = _ANY.decode(item)
-        except msgspec.DecodeError:  # e.g. an integer beyond 64 bits: Python's parser
-            item = json.loads(bytes(item))
-    return slow_row(item, i)
+    try:
+        if isinstance(item, msgspec.Raw):
+            try:
+                item = _ANY.decode(item)
+            except msgspec.DecodeError:  # e.g. an integer beyond 64 bits: Python's parser
+                item = json.loads(bytes(item))
+        return slow_row(item, i)
+    except RecursionError:  # decoding, or encoding the properties back
+        raise InvalidInputError(f"feature {i}: nested too deeply") from None
 
 
 def _check_polygons(batch: _Batch, max_vertices: int, tail: tuple[Any, ...]) -> list[int]:

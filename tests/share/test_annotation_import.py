@@ -179,3 +179,17 @@ def test_sql_feature_text_is_the_python_one(accounts: Accounts, people: Any) -> 
     assert len(rows) == 40
     assert [json.loads(t) for t in texts] == [json.loads(store._feature_text(r)) for r in rows]
     assert sum('"id":' not in t.split('"geometry"')[0] for t in texts) == 1
+
+
+def test_deep_nesting_is_a_named_4xx(accounts: Accounts, people: Any) -> None:
+    p, slide = accounts.principal("caen-patho"), accounts.slide("s-caen")
+    assert slide is not None
+    deep = b"[" * 5000 + b"]" * 5000
+    good = json.dumps(_feature(0, _poly(0, 0))).encode()
+    for props in (deep, b'{"a": ' + deep + b"}"):
+        body = b'{"type": "FeatureCollection", "features": [' + good + b", "
+        body += b'{"type": "Feature", "geometry": null, "properties": ' + props + b"}]}"
+        with pytest.raises(InvalidInputError, match=r"feature 1|not JSON"):
+            store.import_geojson(accounts.db, p, slide, body)
+    with pytest.raises(InvalidInputError):
+        store.import_geojson(accounts.db, p, slide, deep)
