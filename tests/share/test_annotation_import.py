@@ -193,3 +193,19 @@ def test_deep_nesting_is_a_named_4xx(accounts: Accounts, people: Any) -> None:
             store.import_geojson(accounts.db, p, slide, body)
     with pytest.raises(InvalidInputError):
         store.import_geojson(accounts.db, p, slide, deep)
+
+
+def test_a_large_postgresql_import_refreshes_the_planner_statistics(
+    accounts: Accounts, people: Any
+) -> None:
+    if accounts.db.dialect != "postgresql":
+        return
+    p, slide = accounts.principal("caen-patho"), accounts.slide("s-caen")
+    assert slide is not None
+    features = [_feature(i, _poly(i % 1000 * 10, i // 1000 * 10)) for i in range(10_000)]
+    store.import_geojson(accounts.db, p, slide, json.dumps(features).encode())
+    with accounts.db.engine.connect() as conn:
+        analyzed = conn.execute(
+            text("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'annotations'")
+        ).scalar()
+    assert analyzed is not None
