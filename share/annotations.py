@@ -511,10 +511,16 @@ _FEATURE_TEXT_PG = (
     """'owner', u.username, 'class', a.class_name, 'comment', a.comment, """
     """'version', a.version)::text || '}'"""
 )
+# The same key ranges as on SQLite; LATERAL makes each range one scan of (slide_id, cell).
+_RANGES_PG = (
+    "FROM jsonb_array_elements(CAST(:ranges AS jsonb)) g CROSS JOIN LATERAL "
+    "(SELECT * FROM annotations a WHERE a.slide_id = :slide "
+    "AND a.cell BETWEEN (g ->> 0)::bigint AND (g ->> 1)::bigint) a "
+)
 _VIEWPORT_FROM_PG = (
-    "FROM annotations a JOIN users u ON u.id = a.owner_id "
-    "WHERE box(point(a.min_x, a.min_y), point(a.max_x, a.max_y)) && "
-    "box(point(:x0, :y0), point(:x1, :y1)) AND a.slide_id = :slide AND NOT a.deleted"
+    _RANGES_PG + "JOIN users u ON u.id = a.owner_id "
+    "WHERE a.min_x <= :x1 AND a.max_x >= :x0 AND a.min_y <= :y1 AND a.max_y >= :y0 "
+    "AND NOT a.deleted"
 )
 VIEWPORT_SQL_PG = f"SELECT {_FEATURE_TEXT_PG} AS feature {_VIEWPORT_FROM_PG}"
 _VIEWPORT_ROWS_SQL_PG = f"SELECT a.*, u.username AS owner {_VIEWPORT_FROM_PG}"
@@ -546,10 +552,10 @@ def query_viewport(
     if layer is not None:
         layer_sql = " AND a.layer = :layer"
         params["layer"] = layer
+    params["ranges"] = _dumps(viewport_ranges(x0, y0, x1, y1))
     if db.dialect == "postgresql":
         sql = _VIEWPORT_ROWS_SQL_PG if pseudo else VIEWPORT_SQL_PG
     else:
-        params["ranges"] = _dumps(viewport_ranges(x0, y0, x1, y1))
         sql = _VIEWPORT_ROWS_SQL_SQLITE if pseudo else VIEWPORT_SQL_SQLITE
     with db.engine.connect() as conn:
         rows = conn.execute(text(sql + layer_sql + " LIMIT :n"), params).all()
@@ -629,13 +635,13 @@ def density(
         "CAST(FLOOR(((a.min_x + a.max_x) / 2 - :x0) * :sx) AS INTEGER) AS cx, "
         "CAST(FLOOR(((a.min_y + a.max_y) / 2 - :y0) * :sy) AS INTEGER) AS cy, COUNT(*) AS n"
     )
+    params["ranges"] = _dumps(viewport_ranges(x0, y0, x1, y1))
     if db.dialect == "postgresql":
         where = (
-            "FROM annotations a WHERE box(point(a.min_x, a.min_y), point(a.max_x, a.max_y)) && "
-            "box(point(:x0, :y0), point(:x1, :y1))"
+            _RANGES_PG + "WHERE a.min_x <= :x1 AND a.max_x >= :x0 "
+            "AND a.min_y <= :y1 AND a.max_y >= :y0"
         )
     else:
-        params["ranges"] = _dumps(viewport_ranges(x0, y0, x1, y1))
         where = (
             "FROM json_each(:ranges) g CROSS JOIN annotations a "
             "WHERE a.cell BETWEEN g.value ->> 0 AND g.value ->> 1 "

@@ -131,9 +131,8 @@ class Annotation(Base):
     """Current state of one annotation; past states live in ``annotation_history``.
 
     ``geometry`` is GeoJSON text in level-0 pixels; ``properties`` holds the source's other
-    properties verbatim (QuPath round-trip). The bbox columns feed the spatial index: on SQLite
-    the grid key ``cell`` of ``share.spatial`` in ``(slide_id, cell)``; on PostgreSQL a GiST
-    index on ``box(...)``.
+    properties verbatim (QuPath round-trip). The bbox columns give the grid key ``cell`` of
+    ``share.spatial``, indexed with ``(slide_id, cell)``: the spatial index, on both databases.
     """
 
     __tablename__ = "annotations"
