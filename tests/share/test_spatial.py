@@ -3,13 +3,16 @@ and the migration (down and up) that fills the key of annotations written before
 
 from __future__ import annotations
 
+import json
 import random
+from typing import Any
 
 import numpy as np
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
+from share.accounts import Accounts
 from share.db import MIGRATIONS, Database, open_database
 from share.spatial import cell_key, cell_keys, viewport_ranges
 
@@ -56,18 +59,38 @@ def test_a_screen_at_full_resolution_is_a_few_dozen_ranges() -> None:
     assert ranges == sorted(ranges, key=lambda r: -(r[0] >> 42))  # coarse levels first
 
 
-def test_postgresql_viewport_plan_can_use_the_grid_index(db: Database) -> None:
-    if db.dialect != "postgresql":
+def test_postgresql_viewport_plan_uses_the_grid_index(accounts: Accounts, people: Any) -> None:
+    if accounts.db.dialect != "postgresql":
         return
-    from share.annotations import VIEWPORT_SQL_PG
+    from share import annotations as store
 
-    with db.engine.connect() as conn:
-        conn.execute(text("SET enable_seqscan = off"))  # an empty test table: make it choose
-        plan = conn.execute(
-            text("EXPLAIN " + VIEWPORT_SQL_PG + " LIMIT 10"),
-            {"ranges": "[[0, 9]]", "slide": "s", "x0": 0, "y0": 0, "x1": 1, "y1": 1},
-        ).scalars()
-        assert "ix_annotations_slide_cell" in "\n".join(plan)
+    p, slide = accounts.principal("caen-patho"), accounts.slide("s-caen")
+    assert slide is not None
+    ring = [[0, 0], [9, 0], [9, 9], [0, 0]]
+    features = [
+        {
+            "type": "Feature",
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[[x + i % 150 * 50, y + i // 150 * 50] for x, y in ring]],
+            },
+            "properties": {},
+        }
+        for i in range(15_000)
+    ]
+    store.import_geojson(accounts.db, p, slide, json.dumps(features).encode())  # + ANALYZE
+    x, y = 2000.0, 2000.0
+    params = {"ranges": json.dumps(viewport_ranges(x, y, x + 300, y + 300)), "slide": "s-caen"}
+    params |= {"x0": x, "y0": y, "x1": x + 300, "y1": y + 300}
+    with accounts.db.engine.connect() as conn:
+        conn.execute(text("SET LOCAL jit = off"))
+        plan = "\n".join(
+            conn.execute(text("EXPLAIN " + store.VIEWPORT_SQL_PG + " LIMIT 5001"), params)
+            .scalars()
+            .all()
+        )
+    assert "Index Scan using ix_annotations_slide_cell" in plan, plan
+    assert "Seq Scan on annotations" not in plan, plan
 
 
 def test_viewport_query_plan_uses_the_grid_index(db: Database) -> None:
