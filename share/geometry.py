@@ -1,21 +1,27 @@
 """Validation of annotation geometries (GeoJSON, level-0 pixel coordinates, x right, y down).
 
-Checks what a viewer and a spatial index need, cheaply enough for 10^6 features: the GeoJSON
-type matches the annotation kind, every position is two finite numbers within
-``MAX_COORD``, rings are closed with at least 4 positions, a feature has at most
-``max_vertices`` positions. Errors name the feature (``where``) and the failing part.
+Checks what a viewer and a spatial index need: the GeoJSON type matches the annotation kind,
+every position is two finite numbers within ``MAX_COORD``, rings are closed with at least 4
+positions, a feature has at most ``max_vertices`` positions, and a (multi)polygon is valid in
+the OGC sense (GEOS: no self-intersection such as a bow-tie, holes inside their shell), since
+areas, containment and the density of invalid shapes mean nothing. Errors name the feature
+(``where``) and the failing part. ``share.annotation_import`` does the same checks as arrays
+for the polygons of a 10^6-feature import and falls back to this validator for the wording.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
+
+import shapely
 
 from share.errors import InvalidInputError
 
-__all__ = ["MAX_COORD", "Bbox", "Kind", "infer_kind", "validate_geometry"]
+__all__ = ["MAX_COORD", "Bbox", "Kind", "infer_kind", "polygon_problem", "validate_geometry"]
 
 MAX_COORD = 1e8  # level-0 pixels: 100x the largest slide; anything beyond is a bug or an attack
 
@@ -110,6 +116,17 @@ class _Walker:
             self.ring(ring, f"{what} ring {i}")
 
 
+def polygon_problem(polygons: Sequence[Sequence[Any]]) -> str | None:
+    """Why the polygons (each a list of closed rings, shell first) are not a valid
+    (multi)polygon -- GEOS's reason, e.g. ``Self-intersection[0.5 0.5]`` -- or None."""
+    geometry = shapely.MultiPolygon([shapely.Polygon(p[0], p[1:]) for p in polygons])
+    if len(polygons) == 1:
+        geometry = geometry.geoms[0]
+    if shapely.is_valid(geometry):
+        return None
+    return str(shapely.is_valid_reason(geometry))
+
+
 def validate_geometry(
     geometry: Any, kind: Kind | None, *, where: str, max_vertices: int
 ) -> tuple[Kind, Bbox]:
@@ -138,9 +155,13 @@ def validate_geometry(
             ys = {p[1] for p in ring}
             if len(ring) != 5 or len(xs) != 2 or len(ys) != 2 or len(coords) != 1:
                 raise w.fail("a rectangle is one closed ring of 4 axis-aligned corners")
+        if problem := polygon_problem([cast(list[Any], coords)]):
+            raise w.fail(f"polygon is not valid: {problem}")
     else:
         if not isinstance(coords, list) or not coords:
             raise w.fail("multipolygon needs at least one polygon")
         for i, poly in enumerate(coords):
             w.polygon(poly, f"polygon {i}")
+        if problem := polygon_problem(coords):
+            raise w.fail(f"multipolygon is not valid: {problem}")
     return kind, Bbox(w.min_x, w.min_y, w.max_x, w.max_y)

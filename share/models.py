@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -130,12 +131,15 @@ class Annotation(Base):
     """Current state of one annotation; past states live in ``annotation_history``.
 
     ``geometry`` is GeoJSON text in level-0 pixels; ``properties`` holds the source's other
-    properties verbatim (QuPath round-trip). The bbox columns feed the spatial index (SQLite
-    R*Tree kept by triggers; a GiST index on ``box(...)`` on PostgreSQL).
+    properties verbatim (QuPath round-trip). The bbox columns give the grid key ``cell`` of
+    ``share.spatial``, indexed with ``(slide_id, cell)``: the spatial index, on both databases.
     """
 
     __tablename__ = "annotations"
-    __table_args__ = (Index("ix_annotations_slide_layer", "slide_id", "layer"),)
+    __table_args__ = (
+        Index("ix_annotations_slide_layer", "slide_id", "layer"),
+        Index("ix_annotations_slide_cell", "slide_id", "cell"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     uuid: Mapped[str] = mapped_column(String(64))
     slide_id: Mapped[str] = mapped_column(String(200))
@@ -154,6 +158,7 @@ class Annotation(Base):
     min_y: Mapped[float] = mapped_column(Float)
     max_x: Mapped[float] = mapped_column(Float)
     max_y: Mapped[float] = mapped_column(Float)
+    cell: Mapped[int] = mapped_column(BigInteger)
 
 
 class AnnotationVersion(Base):

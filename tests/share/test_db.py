@@ -15,12 +15,12 @@ import share.opinion_models  # noqa: F401  (its tables are part of the schema)
 from share.db import MIGRATIONS, Database, open_database
 from share.models import Base
 
-SPATIAL = ("annotations_rtree", "ix_annotations_bbox")
+SPATIAL = ("ix_annotations_bbox",)
 
 
 def _not_rtree(obj: object, name: str | None, type_: str, *_: object) -> bool:
-    # The spatial index (SQLite R*Tree tables, PostgreSQL GiST expression index) is created by
-    # the migration only: index machinery the ORM does not model.
+    # PostgreSQL's GiST expression index is created by the migration only: index machinery the
+    # ORM does not model. (SQLite's grid index is an ordinary one, in the models.)
     return not (name is not None and name.startswith(SPATIAL))
 
 
