@@ -115,9 +115,9 @@ def test_migration_fills_the_key_of_existing_annotations(db_url: str) -> None:
     db = open_database(db_url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with db.engine.begin() as conn:  # down through 0005, as the CLI would
+    with db.engine.begin() as conn:  # down through 0006, as the CLI would
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0004_opinions")
+        command.downgrade(cfg, "0005_collections")
     with db.engine.begin() as conn:
         conn.execute(text("INSERT INTO centres VALUES ('c', 'C')"))
         conn.execute(

@@ -4,8 +4,8 @@ The R*Tree's insert (~12 us a row at 10^6 rows) alone took most of the 10^6-poly
 budget; see ``share/spatial.py``. PostgreSQL's GiST box index goes too (its inserts bounded a
 10^6-row COPY); both databases now answer viewports from the same key ranges.
 
-Revision ID: 0005_grid
-Revises: 0004_opinions
+Revision ID: 0006_grid
+Revises: 0005_collections
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from alembic import op
 
 from share.spatial import cell_key
 
-revision = "0005_grid"
-down_revision = "0004_opinions"
+revision = "0006_grid"
+down_revision = "0005_collections"
 branch_labels = None
 depends_on = None
 
