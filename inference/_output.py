@@ -13,13 +13,20 @@
 
 A work unit is written chunk-aligned, then its marker is created: a kill -9 loses at most the
 units in flight, and a re-run with the same fingerprint skips the marked ones.
+
+The pyramid is built as units finish, not in a pass at the end: each unit writes its own chunks
+of every level below the inference level (expansions) and of the levels above it whose chunks it
+covers whole (``unit_px`` divisible by the chunk times the reduction); only the coarser levels,
+where one chunk gathers several units, are reduced in :meth:`LabelWriter.finish`, from a level
+that is already 1/16 of the inference level or less. Chunks are encoded (zstd) and written as
+files here, beside zarr, in the layout zarr reads (``<array>/c/<row>/<col>``, edge chunks padded,
+all-fill chunks absent): a chunk write is one compression and one rename.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +35,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import zarr
+from numcodecs import Zstd
+from zarr.codecs import ZstdCodec
 
 from inference.spec import ModelSpec
+from tiling._sink import LocalSink
 from tiling.layout import LABELS_GROUP
 
 __all__ = ["PROBABILITIES", "LabelWriter"]
@@ -39,6 +49,10 @@ logger = logging.getLogger(__name__)
 PROBABILITIES = "probabilities"
 _PROGRESS = ".progress"
 _BLOCK_CHUNKS = 4  # pyramid reductions work on blocks of 4 x 4 output chunks: bounded memory
+_ZSTD_LEVEL = 1  # labels compress ~50x at any level; 1 is the fastest
+# written into the run's fingerprint: a run left by a writer that built the pyramid at the end
+# (no upper levels per unit) is started over, never resumed into a half-built pyramid
+WRITER_LAYOUT = "incremental-1"
 
 
 class LabelWriter:
@@ -53,19 +67,24 @@ class LabelWriter:
         level: int,
         mpp: float,
         fingerprint: dict[str, Any],
+        unit_px: tuple[int, int] | None = None,
     ) -> None:
+        """``unit_px``: (width, height) of every work unit but the last row and column, at the
+        inference level; None when units are arbitrary (then upper levels wait for finish)."""
         self.store = store
         self.spec = spec
         self.level_sizes = level_sizes  # (width, height) per image level
         self.chunk_w, self.chunk_h = chunk
         self.level = level
         self.mpp = mpp
-        self.fingerprint = fingerprint
+        self.fingerprint = {**fingerprint, "writer": WRITER_LAYOUT}
+        self.direct_up = _direct_levels(unit_px, chunk, len(level_sizes) - 1 - level)
         self.labels_dir = store / LABELS_GROUP
         self.group_dir = self.labels_dir / spec.name
         self.progress_dir = self.group_dir / _PROGRESS
-        self._mask: zarr.Array[Any] | None = None
-        self._probs: zarr.Array[Any] | None = None
+        self.sink = LocalSink(self.group_dir)
+        self._stale = True  # chunks from a killed run may exist: all-fill chunks are removed
+        self._zstd = Zstd(level=_ZSTD_LEVEL)
 
     # ------------------------------------------------------------------ setup / resume
     def prepare(self) -> set[int]:
@@ -81,6 +100,7 @@ class LabelWriter:
             logger.info("labels %s exist with other parameters: starting over", self.spec.name)
             shutil.rmtree(self.group_dir)
         self._create()
+        self._stale = False
         return set()
 
     def _read_attrs(self) -> dict[str, Any] | None:
@@ -105,6 +125,7 @@ class LabelWriter:
                 chunks=(self.chunk_h, self.chunk_w),
                 dtype="uint8",
                 fill_value=0,
+                compressors=ZstdCodec(level=_ZSTD_LEVEL),
                 dimension_names=["y", "x"],
             )
         width, height = self.level_sizes[self.level]
@@ -115,6 +136,7 @@ class LabelWriter:
             chunks=(n_classes, self.chunk_h, self.chunk_w),
             dtype="uint8",
             fill_value=0,
+            compressors=ZstdCodec(level=_ZSTD_LEVEL),
             dimension_names=["c", "y", "x"],
         )
         probs.attrs["iain"] = {"level": self.level, "classes": list(self.spec.classes)}
@@ -173,13 +195,6 @@ class LabelWriter:
         }
 
     # ------------------------------------------------------------------ unit writes
-    def open_arrays(self) -> None:
-        group = zarr.open_group(str(self.group_dir), mode="r+", zarr_format=3)
-        mask = group[str(self.level)]
-        probs = group[PROBABILITIES]
-        assert isinstance(mask, zarr.Array) and isinstance(probs, zarr.Array)
-        self._mask, self._probs = mask, probs
-
     def write_unit(
         self,
         index: int,
@@ -188,23 +203,73 @@ class LabelWriter:
         mask: npt.NDArray[np.uint8],
         probs: npt.NDArray[np.uint8],
     ) -> None:
-        """Write one chunk-aligned unit at inference-level pixel (x0, y0), then mark it done."""
-        if self._mask is None or self._probs is None:
-            self.open_arrays()
-        assert self._mask is not None and self._probs is not None
-        height, width = mask.shape
-        self._mask[y0 : y0 + height, x0 : x0 + width] = mask
-        self._probs[:, y0 : y0 + height, x0 : x0 + width] = probs
+        """Write one chunk-aligned unit at inference-level pixel (x0, y0), with its share of the
+        other levels, then mark it done."""
+        self._write_block(str(self.level), x0, y0, mask)
+        self._write_block(PROBABILITIES, x0, y0, probs, prefix="0/")
+        for d in range(1, self.direct_up + 1):  # nearest-neighbour reductions: dst = src[2y, 2x]
+            step = 1 << d
+            self._write_block(str(self.level + d), x0 // step, y0 // step, mask[::step, ::step])
+        for d in range(1, self.level + 1):  # nearest-neighbour expansions: dst = src[y/2, x/2]
+            self._write_expanded(self.level - d, 1 << d, x0, y0, mask)
         (self.progress_dir / str(index)).touch()
+
+    def _write_block(
+        self, array: str, x0: int, y0: int, block: npt.NDArray[np.uint8], prefix: str = ""
+    ) -> None:
+        """Chunk files of ``block`` (..., h, w), whose top-left (x0, y0) is chunk-aligned and
+        which covers every chunk it touches (or reaches the level's edge)."""
+        height, width = block.shape[-2:]
+        for by in range(0, height, self.chunk_h):
+            for bx in range(0, width, self.chunk_w):
+                tile = block[..., by : by + self.chunk_h, bx : bx + self.chunk_w]
+                row, col = (y0 + by) // self.chunk_h, (x0 + bx) // self.chunk_w
+                self._write_chunk(f"{array}/c/{prefix}{row}/{col}", tile)
+
+    def _write_expanded(
+        self, level: int, step: int, x0: int, y0: int, mask: npt.NDArray[np.uint8]
+    ) -> None:
+        """The unit's chunks of a finer ``level`` (``step`` x the inference level), one chunk at a
+        time: a unit never holds its expansion to level 0 in memory."""
+        width, height = self.level_sizes[level]
+        dx0, dy0 = x0 * step, y0 * step
+        dx1 = min(width, (x0 + mask.shape[1]) * step)
+        dy1 = min(height, (y0 + mask.shape[0]) * step)
+        for y in range(dy0, dy1, self.chunk_h):
+            for x in range(dx0, dx1, self.chunk_w):
+                h, w = min(self.chunk_h, dy1 - y), min(self.chunk_w, dx1 - x)
+                sy0, sx0 = (y - dy0) // step, (x - dx0) // step
+                src = mask[sy0 : (y - dy0 + h - 1) // step + 1, sx0 : (x - dx0 + w - 1) // step + 1]
+                key = f"{level}/c/{y // self.chunk_h}/{x // self.chunk_w}"
+                if not src.any():  # background: no chunk (the common case: glass)
+                    if self._stale:
+                        self.sink.remove(key)
+                    continue
+                big = np.broadcast_to(
+                    src[:, None, :, None], (src.shape[0], step, src.shape[1], step)
+                ).reshape(src.shape[0] * step, src.shape[1] * step)
+                oy, ox = (y - dy0) % step, (x - dx0) % step
+                self._write_chunk(key, big[oy : oy + h, ox : ox + w])
+
+    def _write_chunk(self, key: str, tile: npt.NDArray[np.uint8]) -> None:
+        """One chunk as zarr stores it: padded to the chunk shape with the fill value (0), zstd;
+        an all-fill chunk is not stored (and a stale one from a killed run is removed)."""
+        if not tile.any():
+            if self._stale:
+                self.sink.remove(key)
+            return
+        if tile.shape[-2:] != (self.chunk_h, self.chunk_w):
+            full = np.zeros((*tile.shape[:-2], self.chunk_h, self.chunk_w), np.uint8)
+            full[..., : tile.shape[-2], : tile.shape[-1]] = tile
+            tile = full
+        self.sink.write(key, self._zstd.encode(np.ascontiguousarray(tile)))
 
     # ------------------------------------------------------------------ finish
     def finish(self) -> None:
-        """Build the other mask levels from the inference level, then mark the run complete."""
+        """Reduce the coarse levels no single unit covers, then mark the run complete."""
         group = zarr.open_group(str(self.group_dir), mode="r+", zarr_format=3)
-        for k in range(self.level + 1, len(self.level_sizes)):
+        for k in range(self.level + self.direct_up + 1, len(self.level_sizes)):
             self._reduce(group[str(k - 1)], group[str(k)])  # type: ignore[arg-type]
-        for k in range(self.level - 1, -1, -1):
-            self._expand(group[str(k + 1)], group[str(k)])  # type: ignore[arg-type]
         group.attrs.update(self._group_attrs(status="complete"))
         shutil.rmtree(self.progress_dir, ignore_errors=True)
 
@@ -221,9 +286,13 @@ class LabelWriter:
             block = np.asarray(src[2 * y0 : 2 * y1, 2 * x0 : 2 * x1])
             dst[y0:y1, x0:x1] = block[::2, ::2]
 
-    def _expand(self, src: zarr.Array[Any], dst: zarr.Array[Any]) -> None:
-        """Nearest-neighbour doubling: dst[y, x] = src[y // 2, x // 2]."""
-        for x0, y0, x1, y1 in self._blocks(dst):
-            block = np.asarray(src[y0 // 2 : math.ceil(y1 / 2), x0 // 2 : math.ceil(x1 / 2)])
-            block = block.repeat(2, axis=0).repeat(2, axis=1)
-            dst[y0:y1, x0:x1] = block[: y1 - y0, : x1 - x0]  # block origins are even
+
+def _direct_levels(unit_px: tuple[int, int] | None, chunk: tuple[int, int], above: int) -> int:
+    """How many levels above the inference level a unit fills with whole chunks of its own: d
+    such that 2**d x chunk divides the unit (all units share a chunk-aligned grid)."""
+    if unit_px is None:
+        return 0
+    d = 0
+    while d < above and all(u % (c << (d + 1)) == 0 for u, c in zip(unit_px, chunk, strict=True)):
+        d += 1
+    return d
