@@ -341,6 +341,8 @@ class Engine:
             initializer=lower_thread_priority if self._background else None,
         )
         self._spans: dict[tuple[int, bool, bool], tuple[int, int]] = {}
+        self._decoded: dict[tuple[int, int], npt.NDArray[np.uint8] | None] = {}  # producer's
+        self._decoded_level = -1
         self._accs = BufferPool(self.device)
         self._batch_in: torch.Tensor | None = None  # (batch, 3, tile, tile) float, reused
         self._batch_probs: torch.Tensor | None = None
@@ -479,12 +481,23 @@ class Engine:
             for row in range(max(0, y // th), min(rows, math.ceil((y + height) / th)))
             for col in range(max(0, x // tw), min(cols, math.ceil((x + width) / tw)))
         ]
-        blobs = list(self._pool.map(lambda k: pyramid.read_chunk_bytes(level, *k), keys))
         if self.cuda:
+            blobs = list(self._pool.map(lambda k: pyramid.read_chunk_bytes(level, *k), keys))
             return self._assemble_cuda(keys, blobs, tw, th, x, y, width, height)
-        tiles = list(self._pool.map(lambda b: None if b is None else decode_jpeg(b), blobs))
+
+        def load(key: tuple[int, int]) -> npt.NDArray[np.uint8] | None:
+            blob = pyramid.read_chunk_bytes(level, *key)
+            return None if blob is None else decode_jpeg(blob)
+
+        # the previous window's tiles: a unit's halo column is its left neighbour's last one
+        # and vice versa, so a row of units decodes a third fewer chunks
+        previous = self._decoded if self._decoded_level == level else {}
+        missing = [k for k in keys if k not in previous]
+        fresh = dict(zip(missing, self._pool.map(load, missing), strict=True))
+        tiles = {k: previous[k] if k in previous else fresh[k] for k in keys}
+        self._decoded, self._decoded_level = tiles, level
         out = np.full((height, width, 3), 255, dtype=np.uint8)
-        for (col, row), tile in zip(keys, tiles, strict=True):
+        for (col, row), tile in tiles.items():
             if tile is not None:
                 paste(out, tile, col * tw - x, row * th - y)
         return torch.from_numpy(out).permute(2, 0, 1)
@@ -558,6 +571,7 @@ class Engine:
         pad = tile // 2 + 1  # the most any patch reaches past its unit
         reach = plan.halo // 2 + 1  # half the blend ramp
         stream = None
+        self._decoded, self._decoded_level = {}, -1  # another slide: nothing to reuse
         if self.cuda:  # decode and resample on a side stream, beside the model's
             stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
         for unit in units:
@@ -591,6 +605,7 @@ class Engine:
             work = _Work(unit, origin, window, patches, glass)
             work.pending = len(patches)
             yield work
+        self._decoded = {}
 
     def _patch(
         self, px: int, py: int, cw: int, ch: int, edges: tuple[bool, bool, bool, bool],
