@@ -113,8 +113,11 @@ def make_slide(workdir: Path, size: int) -> Path:
     return store
 
 
-def bench_bare(model: nn.Module, device: torch.device, batch: int, seconds: float) -> float:
-    """Patches/s of the forward pass alone (random input already on the device)."""
+def bench_bare(
+    model: nn.Module, device: torch.device, batch: int, seconds: float
+) -> tuple[float, float]:
+    """Patches/s of the forward pass alone (random input already on the device), and process
+    CPU milliseconds per patch."""
     x = torch.randn(batch, 3, SPEC.tile_size_px, SPEC.tile_size_px, device=device)
     autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else None
     if device.type == "cuda":
@@ -127,7 +130,7 @@ def bench_bare(model: nn.Module, device: torch.device, batch: int, seconds: floa
             else:
                 model(x)
         sync(device)
-        done, start = 0, time.perf_counter()
+        done, start, cpu = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - start < seconds:
             if autocast:
                 with torch.autocast("cuda", dtype=torch.float16):
@@ -136,7 +139,7 @@ def bench_bare(model: nn.Module, device: torch.device, batch: int, seconds: floa
                 model(x)
             done += batch
         sync(device)
-        return done / (time.perf_counter() - start)
+        return done / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / done
 
 
 def bench_pipeline(
@@ -173,6 +176,7 @@ def bench_pipeline(
         "patches_per_s": result.patches_run / seconds,
         "model_share": in_model[0] / seconds,
         "model_cpu_share": in_model[1] / cpu_seconds,
+        "cpu_ms_per_patch": 1000 * cpu_seconds / max(1, result.patches_run),
         "level": result.level,
     }
 
@@ -276,9 +280,11 @@ def main() -> int:
         print(json.dumps(only))
         return 0
 
-    bare_runs, pipe_runs = [], []
+    bare_runs, bare_cpu, pipe_runs = [], [], []
     for _ in range(args.repeat):  # interleaved: a busy machine slows both alike
-        bare_runs.append(bench_bare(model, device, args.batch, seconds=4.0))
+        rate, cpu_ms = bench_bare(model, device, args.batch, seconds=4.0)
+        bare_runs.append(rate)
+        bare_cpu.append(cpu_ms)
         pipe_runs.append(bench_pipeline(model, device, store, args.batch, background))
     rss_pipeline = peak_rss_mib()
     gpu_mib = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
@@ -308,6 +314,10 @@ def main() -> int:
             round(r["patches_per_s"] / b, 3) for r, b in zip(pipe_runs, bare_runs, strict=True)
         ],
         "background_io": background,
+        # CPU time per patch, whole process (the pipeline's threads included): less sensitive
+        # to other jobs on the machine than wall-clock rates
+        "bare_cpu_ms_per_patch": [round(c, 2) for c in bare_cpu],
+        "pipeline_cpu_ms_per_patch": [round(r["cpu_ms_per_patch"], 2) for r in pipe_runs],
         "ratio_pipeline_vs_naive": round(pipe / naive["patches_per_s"], 3),
         "ratio_naive_vs_bare": round(naive["patches_per_s"] / bare, 3),
         "peak_rss_mib_after_pipeline": round(rss_pipeline, 1),
@@ -326,6 +336,8 @@ def main() -> int:
               f"(per bare/pipeline pair {report['ratio_per_pair']}) "
               f"(in the model: wall {report['pipeline_model_share']}, "
               f"CPU {report['pipeline_model_cpu_share']})")  # fmt: skip
+        print(f"  CPU ms per patch: bare {report['bare_cpu_ms_per_patch']}, "
+              f"pipeline {report['pipeline_cpu_ms_per_patch']}")  # fmt: skip
         print(f"  pipeline / naive {report['ratio_pipeline_vs_naive']:.3f}")
         print(f"  naive / bare     {report['ratio_naive_vs_bare']:.3f}")
         print(f"  peak RSS after pipeline {rss_pipeline:.0f} MiB; GPU {gpu_mib}")
