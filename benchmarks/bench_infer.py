@@ -280,6 +280,8 @@ def main() -> int:
         print(json.dumps(only))
         return 0
 
+    bench_bare(model, device, args.batch, seconds=2.0)  # discarded: a process's first seconds
+    # of forward passes run 2-4x slower here (first-touch pages, oneDNN kernels), skewing pair 1
     bare_runs, bare_cpu, pipe_runs = [], [], []
     for _ in range(args.repeat):  # interleaved: a busy machine slows both alike
         rate, cpu_ms = bench_bare(model, device, args.batch, seconds=4.0)
