@@ -12,6 +12,11 @@ The slide is made with ``../shared/tools/make_big_slide.py`` and converted with 
 into ``--workdir`` (never into the repository) the first time.
 
 Usage: python benchmarks/bench_infer.py [--size 10240] [--device cpu] [--batch 16] [--repeat 3]
+       python benchmarks/bench_infer.py --size 40000 --pipeline-only   (peak RSS of one run)
+
+Bare and pipeline runs alternate (``--repeat``) and each pair's ratio is printed too: on a shared
+machine the load moves both alike within a pair. glibc's mmap threshold is pinned before the
+first bare run, as the engine does, so every phase runs under the same allocator.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from inference._memory import pin_mmap_threshold  # noqa: E402
 from inference.engine import Engine, EngineOptions, make_plan  # noqa: E402
 from inference.spec import ModelSpec, load_named_model  # noqa: E402
 
@@ -107,8 +113,11 @@ def make_slide(workdir: Path, size: int) -> Path:
     return store
 
 
-def bench_bare(model: nn.Module, device: torch.device, batch: int, seconds: float) -> float:
-    """Patches/s of the forward pass alone (random input already on the device)."""
+def bench_bare(
+    model: nn.Module, device: torch.device, batch: int, seconds: float
+) -> tuple[float, float]:
+    """Patches/s of the forward pass alone (random input already on the device), and process
+    CPU milliseconds per patch."""
     x = torch.randn(batch, 3, SPEC.tile_size_px, SPEC.tile_size_px, device=device)
     autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else None
     if device.type == "cuda":
@@ -121,7 +130,7 @@ def bench_bare(model: nn.Module, device: torch.device, batch: int, seconds: floa
             else:
                 model(x)
         sync(device)
-        done, start = 0, time.perf_counter()
+        done, start, cpu = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - start < seconds:
             if autocast:
                 with torch.autocast("cuda", dtype=torch.float16):
@@ -130,22 +139,23 @@ def bench_bare(model: nn.Module, device: torch.device, batch: int, seconds: floa
                 model(x)
             done += batch
         sync(device)
-        return done / (time.perf_counter() - start)
+        return done / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / done
 
 
 def bench_pipeline(
-    model: nn.Module, device: torch.device, store: Path, batch: int
+    model: nn.Module, device: torch.device, store: Path, batch: int, background_io: bool = True
 ) -> dict[str, float]:
     shutil.rmtree(store / "labels", ignore_errors=True)
-    engine = Engine(model, SPEC, device, EngineOptions(batch_size=batch))
+    options = EngineOptions(batch_size=batch, background_io=background_io)
+    engine = Engine(model, SPEC, device, options)
     forward = engine.forward_probs
     in_model = [0.0, 0.0]  # wall seconds, process CPU seconds
 
-    def timed(inputs: torch.Tensor) -> torch.Tensor:
+    def timed(inputs: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         # shares of wall and CPU time spent in the model: the pipeline's efficiency measured
         # inside the same run, so a busy machine's noise mostly cancels out
         started, cpu = time.perf_counter(), time.process_time()
-        out = forward(inputs)
+        out = forward(inputs, out=out)
         sync(device)
         in_model[0] += time.perf_counter() - started
         in_model[1] += time.process_time() - cpu
@@ -166,6 +176,7 @@ def bench_pipeline(
         "patches_per_s": result.patches_run / seconds,
         "model_share": in_model[0] / seconds,
         "model_cpu_share": in_model[1] / cpu_seconds,
+        "cpu_ms_per_patch": 1000 * cpu_seconds / max(1, result.patches_run),
         "level": result.level,
     }
 
@@ -229,10 +240,19 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/iain-bench"))
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
+        "--pipeline-only", action="store_true",
+        help="one pipeline run, no bare or naive phase: the process's peak RSS is the pipeline's",
+    )  # fmt: skip
+    parser.add_argument(
+        "--foreground-io", action="store_true",
+        help="reader, decoders and writer at normal priority (the engine's old behaviour)",
+    )  # fmt: skip
+    parser.add_argument(
         "--model", default=None, help="a registered model (e.g. crc-tumour); default BenchNet"
     )
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    pin_mmap_threshold()
     device = torch.device(args.device)
     torch.manual_seed(0)
     global SPEC
@@ -243,11 +263,31 @@ def main() -> int:
         model = BenchNet().to(device).eval()
     store = make_slide(args.workdir, args.size)
     svs = args.workdir / f"bench{args.size}.svs"
+    background = not args.foreground_io
 
-    bare_runs, pipe_runs = [], []
+    if args.pipeline_only:
+        rss_before = peak_rss_mib()
+        run = bench_pipeline(model, device, store, args.batch, background)
+        only = {
+            "slide_px": args.size,
+            "pipeline_patches_per_s": round(run["patches_per_s"], 2),
+            "pipeline_seconds": round(run["seconds"], 2),
+            "pipeline_patches": run["patches"],
+            "glass_skipped_share": round(run["skipped_share"], 3),
+            "peak_rss_mib_before_pipeline": round(rss_before, 1),
+            "peak_rss_mib": round(peak_rss_mib(), 1),
+        }
+        print(json.dumps(only))
+        return 0
+
+    bench_bare(model, device, args.batch, seconds=2.0)  # discarded: a process's first seconds
+    # of forward passes run 2-4x slower here (first-touch pages, oneDNN kernels), skewing pair 1
+    bare_runs, bare_cpu, pipe_runs = [], [], []
     for _ in range(args.repeat):  # interleaved: a busy machine slows both alike
-        bare_runs.append(bench_bare(model, device, args.batch, seconds=4.0))
-        pipe_runs.append(bench_pipeline(model, device, store, args.batch))
+        rate, cpu_ms = bench_bare(model, device, args.batch, seconds=4.0)
+        bare_runs.append(rate)
+        bare_cpu.append(cpu_ms)
+        pipe_runs.append(bench_pipeline(model, device, store, args.batch, background))
     rss_pipeline = peak_rss_mib()
     gpu_mib = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     naive = bench_naive(model, device, svs, store, args.naive_tiles)
@@ -272,6 +312,14 @@ def main() -> int:
         "naive_patches_per_s": round(naive["patches_per_s"], 2),
         "naive_patches": naive["patches"],
         "ratio_pipeline_vs_bare": round(pipe / bare, 3),
+        "ratio_per_pair": [
+            round(r["patches_per_s"] / b, 3) for r, b in zip(pipe_runs, bare_runs, strict=True)
+        ],
+        "background_io": background,
+        # CPU time per patch, whole process (the pipeline's threads included): less sensitive
+        # to other jobs on the machine than wall-clock rates
+        "bare_cpu_ms_per_patch": [round(c, 2) for c in bare_cpu],
+        "pipeline_cpu_ms_per_patch": [round(r["cpu_ms_per_patch"], 2) for r in pipe_runs],
         "ratio_pipeline_vs_naive": round(pipe / naive["patches_per_s"], 3),
         "ratio_naive_vs_bare": round(naive["patches_per_s"] / bare, 3),
         "peak_rss_mib_after_pipeline": round(rss_pipeline, 1),
@@ -287,8 +335,11 @@ def main() -> int:
                            ("naive openslide", naive["patches_per_s"])):  # fmt: skip
             print(f"  {name:16s} {rate:8.2f} patches/s  {rate * mpx:8.2f} Mpx/s")
         print(f"  pipeline / bare  {report['ratio_pipeline_vs_bare']:.3f} "
+              f"(per bare/pipeline pair {report['ratio_per_pair']}) "
               f"(in the model: wall {report['pipeline_model_share']}, "
               f"CPU {report['pipeline_model_cpu_share']})")  # fmt: skip
+        print(f"  CPU ms per patch: bare {report['bare_cpu_ms_per_patch']}, "
+              f"pipeline {report['pipeline_cpu_ms_per_patch']}")  # fmt: skip
         print(f"  pipeline / naive {report['ratio_pipeline_vs_naive']:.3f}")
         print(f"  naive / bare     {report['ratio_naive_vs_bare']:.3f}")
         print(f"  peak RSS after pipeline {rss_pipeline:.0f} MiB; GPU {gpu_mib}")

@@ -1,9 +1,13 @@
-"""Keep a long run's heap from creeping: large buffers go straight back to the OS.
+"""Keep the heap from creeping and the model from page-faulting: one fixed malloc policy.
 
-glibc raises its mmap threshold each time a large block is freed, after which multi-megabyte
-tensors come from the heap, where frees from other threads fragment it and RSS grows with the
-number of work units processed. Pinning the threshold (M_MMAP_THRESHOLD) keeps every block above
-1 MiB mmapped, so peak RSS is set by what is in flight, not by the slide's size.
+glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), so tensors
+move between mmap and the heap as a run goes on, the heap fragments between threads and RSS grew
+with the units processed. A threshold pinned at 1 MiB kept RSS flat but made every activation
+tensor of every forward pass a fresh mmap: ~100k page faults per batch, system time above user
+time, the model 2.5-3.5x slower on CPU. Pinning it at 256 MiB instead (and the trim threshold
+above it) keeps tensors of every size in the heap, where freed blocks are reused by the next
+batch: no faults, and RSS still flat (peak 823 vs 849 MiB over 0.4 vs 1.6 gigapixels, the
+whole pipeline, benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -16,19 +20,22 @@ __all__ = ["pin_mmap_threshold"]
 
 logger = logging.getLogger(__name__)
 
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _done = False
 
 
-def pin_mmap_threshold(nbytes: int = 1 << 20) -> bool:
-    """Once per process, on glibc; False (and no change) elsewhere."""
+def pin_mmap_threshold(nbytes: int = 256 << 20) -> bool:
+    """Once per process, on glibc; False (and no change) elsewhere. Blocks under ``nbytes``
+    come from the heap; the heap is trimmed only above ``2 * nbytes`` free at its top."""
     global _done
     if _done:
         return True
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
-        ok = bool(libc is not None and libc.mallopt(_M_MMAP_THRESHOLD, nbytes))
+        ok = libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, nbytes))
+        ok = ok and libc is not None and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2 * nbytes))
     except (OSError, AttributeError):
         ok = False
     _done = ok

@@ -10,8 +10,15 @@ output; neighbouring cores inside a unit are blended over a linear ramp ``overla
 
 Threads: a producer reads stored JPEG chunks and decodes them (libjpeg-turbo in a thread pool
 on CPU, ``torchvision.io.decode_jpeg`` batches on CUDA) into a bounded queue; the caller's thread
-normalises on the device, batches patches across units and runs the model; a writer thread blends,
-argmaxes and writes chunks. Memory is bounded by the queue depths, not by the slide size.
+normalises on the device, batches patches across units, runs the model and blends each patch into
+its unit's accumulator; a writer thread argmaxes and writes chunks (and the label pyramid's share
+of each unit, ``_output.py``). Memory is bounded by the queue depths, not by the slide size.
+
+CPU: the model is the cost, so everything else is arranged not to take cores from it (see
+``_cpu.py``): reader, decoders and writer run at the lowest thread priority, in the gaps; the
+accumulator holds ``255 * probability + 0.5`` (blend weights pre-scaled, weights summing to one
+by construction, so no weight sum and no division), which becomes the stored uint8 in one cast;
+batch, probability and accumulator buffers are reused, never re-faulted per unit.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from inference._cpu import BufferPool, argmax_first, lower_thread_priority
 from inference._memory import pin_mmap_threshold
 from inference._output import LabelWriter
 from inference._pyramid import SlidePyramid, decode_jpeg, paste
@@ -101,6 +109,7 @@ class EngineOptions:
     prefetch_units: int = 2
     decode_threads: int = 2
     skip_glass: bool = True
+    background_io: bool = True  # CPU: reader, decoders and writer at the lowest priority
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 4096:
@@ -237,11 +246,16 @@ def blend_ramp(
 
 @dataclass(frozen=True, slots=True)
 class _Patch:
-    """A patch in its unit's window: offset (x, y) of its input, and its (tile, tile) blend
-    weights (shared between patches of the same shape)."""
+    """A patch in its unit's window: offset (x, y) of its input; the part of it that counts,
+    (sx, sy) in the patch, landing at (ax, ay) in the unit's accumulator; and that part's blend
+    weights x 255 (a view of weights shared between patches of the same shape)."""
 
     x: int
     y: int
+    ax: int
+    ay: int
+    sx: int
+    sy: int
     weight: torch.Tensor
 
 
@@ -284,17 +298,16 @@ class RunResult:
 
 @dataclass
 class _Work:
-    """One unit in flight: its input window on the device and the blend accumulators."""
+    """One unit in flight: its input window on the device and the blend accumulator."""
 
     unit: Unit
     origin: tuple[int, int]  # model-pixel (x, y) of the window's top-left
     window: torch.Tensor | None  # (3, H, W) uint8 on the device; None when all glass
     patches: list[_Patch]  # patches that need the model
     glass: list[_Patch]  # patches skipped as glass: certain background
-    acc: torch.Tensor | None = None
-    wsum: torch.Tensor | None = None
+    acc: torch.Tensor | None = None  # (classes, h, w) 255 * probability + 0.5, model pixels
+    out: torch.Tensor | None = None  # the same at level pixels (acc itself unless resampled)
     pending: int = 0
-    ready: threading.Event = field(default_factory=threading.Event)
 
 
 class Engine:
@@ -321,7 +334,18 @@ class Engine:
         self._std = torch.tensor(spec.std, device=self.device).view(3, 1, 1) * 255
         self._ramps: dict[tuple[int, bool, bool], torch.Tensor] = {}
         self._weights: dict[tuple[int, bool, bool, int, bool, bool], torch.Tensor] = {}
-        self._pool = ThreadPoolExecutor(self.options.decode_threads, thread_name_prefix="decode")
+        self._background = self.options.background_io and not self.cuda
+        self._pool = ThreadPoolExecutor(
+            self.options.decode_threads,
+            thread_name_prefix="decode",
+            initializer=lower_thread_priority if self._background else None,
+        )
+        self._spans: dict[tuple[int, bool, bool], tuple[int, int]] = {}
+        self._decoded: dict[tuple[int, int], npt.NDArray[np.uint8] | None] = {}  # producer's
+        self._decoded_level = -1
+        self._accs = BufferPool(self.device)
+        self._batch_in: torch.Tensor | None = None  # (batch, 3, tile, tile) float, reused
+        self._batch_probs: torch.Tensor | None = None
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -380,9 +404,10 @@ class Engine:
 
     def label_writer(self, pyramid: SlidePyramid, plan: Plan) -> LabelWriter:
         sizes = [(info.width, info.height) for info in pyramid.levels]
+        unit_px = (plan.chunk_w * plan.unit_chunks, plan.chunk_h * plan.unit_chunks)
         return LabelWriter(
             pyramid.root, self.spec, sizes, (plan.chunk_w, plan.chunk_h), plan.level,
-            plan.slide_mpp, plan.fingerprint(self.spec),
+            plan.slide_mpp, plan.fingerprint(self.spec), unit_px,
         )  # fmt: skip
 
     def pending_units(self, store: Path) -> list[int]:
@@ -456,12 +481,23 @@ class Engine:
             for row in range(max(0, y // th), min(rows, math.ceil((y + height) / th)))
             for col in range(max(0, x // tw), min(cols, math.ceil((x + width) / tw)))
         ]
-        blobs = list(self._pool.map(lambda k: pyramid.read_chunk_bytes(level, *k), keys))
         if self.cuda:
+            blobs = list(self._pool.map(lambda k: pyramid.read_chunk_bytes(level, *k), keys))
             return self._assemble_cuda(keys, blobs, tw, th, x, y, width, height)
-        tiles = list(self._pool.map(lambda b: None if b is None else decode_jpeg(b), blobs))
+
+        def load(key: tuple[int, int]) -> npt.NDArray[np.uint8] | None:
+            blob = pyramid.read_chunk_bytes(level, *key)
+            return None if blob is None else decode_jpeg(blob)
+
+        # the previous window's tiles: a unit's halo column is its left neighbour's last one
+        # and vice versa, so a row of units decodes a third fewer chunks
+        previous = self._decoded if self._decoded_level == level else {}
+        missing = [k for k in keys if k not in previous]
+        fresh = dict(zip(missing, self._pool.map(load, missing), strict=True))
+        tiles = {k: previous[k] if k in previous else fresh[k] for k in keys}
+        self._decoded, self._decoded_level = tiles, level
         out = np.full((height, width, 3), 255, dtype=np.uint8)
-        for (col, row), tile in zip(keys, tiles, strict=True):
+        for (col, row), tile in tiles.items():
             if tile is not None:
                 paste(out, tile, col * tw - x, row * th - y)
         return torch.from_numpy(out).permute(2, 0, 1)
@@ -507,6 +543,25 @@ class Engine:
             self._weights[key] = ramp_y[:, None] * ramp_x[None, :]
         return self._weights[key]
 
+    def _span(self, core: int, first: bool, last: bool) -> tuple[int, int]:
+        """[start, stop) of a ramp's non-zero weights."""
+        key = (core, first, last)
+        if key not in self._spans:
+            tile, blend = self.spec.tile_size_px, self.spec.overlap_px // 2
+            nonzero = np.flatnonzero(blend_ramp(tile, core, blend, first, last))
+            self._spans[key] = (int(nonzero[0]), int(nonzero[-1]) + 1)
+        return self._spans[key]
+
+    def _scaled_weight(
+        self, core_x: int, first_x: bool, last_x: bool, core_y: int, first_y: bool, last_y: bool
+    ) -> torch.Tensor:
+        """``patch_weight`` x 255: the accumulator holds uint8-scaled probabilities."""
+        key = (-core_x, first_x, last_x, core_y, first_y, last_y)  # beside patch_weight's keys
+        if key not in self._weights:
+            weight = self.patch_weight(core_x, first_x, last_x, core_y, first_y, last_y)
+            self._weights[key] = weight * 255
+        return self._weights[key]
+
     def _produce(
         self, pyramid: SlidePyramid, plan: Plan, units: list[Unit],
         tissue: npt.NDArray[np.bool_] | None, tissue_scale: float,
@@ -516,6 +571,7 @@ class Engine:
         pad = tile // 2 + 1  # the most any patch reaches past its unit
         reach = plan.halo // 2 + 1  # half the blend ramp
         stream = None
+        self._decoded, self._decoded_level = {}, -1  # another slide: nothing to reuse
         if self.cuda:  # decode and resample on a side stream, beside the model's
             stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
         for unit in units:
@@ -525,12 +581,11 @@ class Engine:
             patches, glass = [], []
             for j, (cy, ch) in enumerate(rows):
                 for i, (cx, cw) in enumerate(cols):
-                    weight = self.patch_weight(
-                        cw, i == 0, i == len(cols) - 1, ch, j == 0, j == len(rows) - 1
-                    )
-                    patch = _Patch(
-                        cx - (tile - cw) // 2 - origin[0], cy - (tile - ch) // 2 - origin[1], weight
-                    )
+                    edges = (i == 0, i == len(cols) - 1, j == 0, j == len(rows) - 1)
+                    patch = self._patch(
+                        cx - (tile - cw) // 2, cy - (tile - ch) // 2, cw, ch, edges,
+                        (mx0, my0, mx1, my1), origin,
+                    )  # fmt: skip
                     # glass where the patch has any weight: a skipped patch never blends its
                     # certain background into a neighbour's tissue
                     if self._has_tissue(tissue, tissue_scale, plan, cx - reach, cy - reach,
@@ -550,6 +605,25 @@ class Engine:
             work = _Work(unit, origin, window, patches, glass)
             work.pending = len(patches)
             yield work
+        self._decoded = {}
+
+    def _patch(
+        self, px: int, py: int, cw: int, ch: int, edges: tuple[bool, bool, bool, bool],
+        rect: tuple[int, int, int, int], origin: tuple[int, int],
+    ) -> _Patch:  # fmt: skip
+        """The patch with input at model pixel (px, py), cropped to where its weight is non-zero
+        inside the unit's rect: the unit's own pixels are all it contributes."""
+        first_x, last_x, first_y, last_y = edges
+        full = self._scaled_weight(cw, first_x, last_x, ch, first_y, last_y)
+        tile = self.spec.tile_size_px
+        span_x, span_y = self._span(cw, first_x, last_x), self._span(ch, first_y, last_y)
+        mx0, my0, mx1, my1 = rect
+        x0, x1 = max(px + span_x[0], mx0), min(px + span_x[1], mx1, px + tile)
+        y0, y1 = max(py + span_y[0], my0), min(py + span_y[1], my1, py + tile)
+        return _Patch(
+            px - origin[0], py - origin[1], x0 - mx0, y0 - my0, x0 - px, y0 - py,
+            full[y0 - py : y1 - py, x0 - px : x1 - px],
+        )  # fmt: skip
 
     def normalise(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, H, W) on the device -> the model's normalised float input. Windows stay
@@ -569,6 +643,8 @@ class Engine:
         errors: list[BaseException] = []
 
         def producer() -> None:
+            if self._background:
+                lower_thread_priority()
             try:
                 for work in self._produce(pyramid, plan, units, tissue, tissue_scale):
                     while not stop.is_set():
@@ -584,6 +660,8 @@ class Engine:
                 inbox.put(exc)
 
         def write_loop() -> None:
+            if self._background:
+                lower_thread_priority()
             while (work := outbox.get()) is not None:
                 if errors:
                     continue
@@ -659,23 +737,21 @@ class Engine:
         return run, skipped
 
     def _start_unit(self, plan: Plan, work: _Work) -> None:
-        """Accumulators for a unit; glass patches contribute certain background at once."""
+        """The unit's accumulator (0.5: the uint8 cast then rounds); glass patches contribute
+        certain background at once."""
         if not work.patches:
             return
-        n_classes = len(self.spec.classes)
-        assert work.window is not None
-        _, height, width = work.window.shape
-        work.acc = torch.zeros((n_classes, height, width), device=self.device)
-        work.wsum = torch.zeros((height, width), device=self.device)
-        tile = plan.tile
+        mx0, my0, mx1, my1 = plan.model_rect(work.unit)
+        acc = self._accs.take((len(self.spec.classes), my1 - my0, mx1 - mx0))
+        acc.fill_(0.5)
         for patch in work.glass:
-            weight = patch.weight
-            work.acc[0, patch.y : patch.y + tile, patch.x : patch.x + tile] += weight
-            work.wsum[patch.y : patch.y + tile, patch.x : patch.x + tile] += weight
+            height, width = patch.weight.shape
+            acc[0, patch.ay : patch.ay + height, patch.ax : patch.ax + width] += patch.weight
+        work.acc = acc
 
     @torch.inference_mode()
-    def forward_probs(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Class probabilities of a normalised (N, 3, tile, tile) batch."""
+    def forward_probs(self, inputs: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Class probabilities of a normalised (N, 3, tile, tile) batch (into ``out`` if given)."""
         tile = inputs.shape[-1]
         if self.cuda:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -685,45 +761,78 @@ class Engine:
             logits = self.model(inputs)
         if logits.shape[-2:] != (tile, tile):
             logits = F.interpolate(logits.float(), size=(tile, tile), mode="bilinear")
-        return torch.softmax(logits.float(), dim=1)
+        if out is None:
+            return torch.softmax(logits.float(), dim=1)
+        return torch.softmax(logits.float(), dim=1, out=out)
+
+    def _batch_buffers(self, n: int, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reused (n, 3, tile, tile) input and (n, classes, tile, tile) output buffers."""
+        size = self.options.batch_size
+        if self._batch_in is None or self._batch_probs is None:
+            self._batch_in = torch.empty((size, 3, tile, tile), device=self.device)
+            classes = len(self.spec.classes)
+            self._batch_probs = torch.empty((size, classes, tile, tile), device=self.device)
+        return self._batch_in[:n], self._batch_probs[:n]
 
     @torch.inference_mode()
     def _forward(self, plan: Plan, take: list[tuple[_Work, _Patch]]) -> None:
         tile = plan.tile
-        inputs = torch.stack(
+        pixels = torch.stack(
             [w.window[:, p.y : p.y + tile, p.x : p.x + tile] for w, p in take]  # type: ignore[index]
         )
-        probs = self.forward_probs(self.normalise(inputs))
+        if self.cuda:
+            probs = self.forward_probs(self.normalise(pixels))
+        else:  # uint8 -> float once, into the reused batch; normalised in place
+            inputs, out = self._batch_buffers(len(take), tile)
+            inputs.copy_(pixels).sub_(self._mean).div_(self._std)
+            probs = self.forward_probs(inputs, out=out)
         for (work, patch), prob in zip(take, probs, strict=True):
-            assert work.acc is not None and work.wsum is not None
-            weight = patch.weight
-            work.acc[:, patch.y : patch.y + tile, patch.x : patch.x + tile].addcmul_(prob, weight)
-            work.wsum[patch.y : patch.y + tile, patch.x : patch.x + tile] += weight
+            assert work.acc is not None
+            height, width = patch.weight.shape
+            work.acc[:, patch.ay : patch.ay + height, patch.ax : patch.ax + width].addcmul_(
+                prob[:, patch.sy : patch.sy + height, patch.sx : patch.sx + width], patch.weight
+            )
             work.pending -= 1
             if work.pending == 0:
                 work.window = None  # free the input before the unit waits for the writer
+                self._unit_output(work)
+
+    def _unit_output(self, work: _Work) -> None:
+        """Back to level pixels (bilinear, on the model's thread) when the model's µm/px
+        differs from the level's."""
+        assert work.acc is not None
+        unit = work.unit
+        height, width = unit.y1 - unit.y0, unit.x1 - unit.x0
+        if work.acc.shape[1:] == (height, width):
+            work.out = work.acc
+            return
+        work.out = F.interpolate(work.acc[None], size=(height, width), mode="bilinear")[0]
+        self._accs.give(work.acc)
+        work.acc = None
 
     def _finish_unit(self, plan: Plan, writer: LabelWriter, work: _Work) -> None:
-        """Blend, return to level pixels, argmax; write the unit (writer thread)."""
+        """uint8 probabilities and argmax mask of a unit; write it (writer thread)."""
         unit = work.unit
         height, width = unit.y1 - unit.y0, unit.x1 - unit.x0
         n_classes = len(self.spec.classes)
-        if work.acc is None or work.wsum is None:
+        if work.out is None:  # all glass
             mask = np.zeros((height, width), dtype=np.uint8)
             probs = np.zeros((n_classes, height, width), dtype=np.uint8)
             probs[0] = 255
             writer.write_unit(unit.index, unit.x0, unit.y0, mask, probs)
             return
-        mx0, my0, mx1, my1 = plan.model_rect(unit)
-        ox, oy = mx0 - work.origin[0], my0 - work.origin[1]
-        acc = work.acc[:, oy : oy + my1 - my0, ox : ox + mx1 - mx0]
-        wsum = work.wsum[oy : oy + my1 - my0, ox : ox + mx1 - mx0]
-        blended = acc / wsum.clamp_min(1e-6)
-        if plan.scale != 1.0 or blended.shape[1:] != (height, width):
-            blended = F.interpolate(blended[None], size=(height, width), mode="bilinear")[0]
-        prob_u8 = (blended * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-        mask_u8 = blended.argmax(dim=0).to(torch.uint8).cpu().numpy()
-        writer.write_unit(unit.index, unit.x0, unit.y0, mask_u8, prob_u8)
+        if self.cuda:
+            probs = work.out.to(torch.uint8).cpu().numpy()  # truncates 255 p + 0.5: rounds
+            mask = work.out.argmax(dim=0).to(torch.uint8).cpu().numpy()
+        else:
+            values = work.out.numpy()
+            probs = values.astype(np.uint8)
+            mask = argmax_first(values)
+        writer.write_unit(unit.index, unit.x0, unit.y0, mask, probs)
+        if work.acc is not None:
+            self._accs.give(work.acc)
+            work.acc = None
+        work.out = None
 
     # ------------------------------------------------------------------ outlines
     def write_outlines(

@@ -56,13 +56,12 @@ def mask_to_features(
         if count == 0:
             continue
         slices = ndimage.find_objects(regions)
+        sizes = np.bincount(regions.ravel(), minlength=count + 1)  # specks skipped unvisited
         for index, box in enumerate(slices, start=1):
-            if box is None:
+            if box is None or sizes[index] < min_pixels:
                 continue
             crop = np.pad(regions[box] == index, 1).astype(np.float32)
-            pixels = int(crop.sum())
-            if pixels < min_pixels:
-                continue
+            pixels = int(sizes[index])
             oy, ox = box[0].start - 1, box[1].start - 1
             rings = []
             for contour in measure.find_contours(crop, 0.5):  # type: ignore[no-untyped-call]

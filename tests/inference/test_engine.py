@@ -20,6 +20,7 @@ from inference.engine import Engine, EngineOptions, tissue_mask
 from inference.errors import MissingMppError, StoreNotFoundError
 from tests.inference.helpers import (
     GLASS,
+    PROTOTYPES,
     ColourModel,
     RecordingModel,
     global_reference,
@@ -193,3 +194,43 @@ def test_outlines_are_qupath_geojson_matching_the_regions(regions_store: Path) -
     assert (min(xs), max(xs), min(ys), max(ys)) == pytest.approx((304, 656, 144, 336), abs=1)
     # the epithelium band has the tumour square cut out as a hole
     assert len(epithelium[0]["geometry"]["coordinates"]) == 2
+
+
+@pytest.mark.parametrize("unit_chunks", [2, 3])
+def test_label_pyramid_built_per_unit_equals_the_one_built_after(
+    tmp_path: Path, unit_chunks: int
+) -> None:
+    """Levels written as units finish (expansions below the inference level, whole-chunk
+    reductions above it) and across a resume equal nearest-neighbour reductions and expansions
+    of the finished inference level; background chunks are not stored."""
+    rgb, _ = regions_image(1920, 1280)
+    # pixel-sized noise of the three colours: an off-by-one in any level changes the result
+    noise = np.random.default_rng(0).integers(0, 3, (300, 700))
+    rgb[700:1000, 200:900] = np.asarray(PROTOTYPES, dtype=np.uint8)[noise]
+    store = write_store(tmp_path / "s.zarr", rgb, tile=64, mpp=0.25)  # model level 1, 6 levels
+    toy = spec()
+    options = EngineOptions(batch_size=8, unit_chunks=unit_chunks)
+    with Engine(ColourModel(toy), toy, "cpu", options) as engine:
+        pending = engine.pending_units(store)
+        first = engine.run(store, only_units=pending[: len(pending) // 2])
+        assert first.geojson is None  # not finished: half the units are left
+        second = engine.run(store)
+    assert second.units_resumed == len(pending) // 2 and second.level == 1
+    labels = _labels(store)
+    inference = labels["1"][:]
+    assert set(np.unique(inference)) == {0, 1, 2}
+    levels = SlidePyramid(store).levels
+    for k in range(2, len(levels)):
+        step = 2 ** (k - 1)
+        np.testing.assert_array_equal(labels[str(k)][:], inference[::step, ::step], f"level {k}")
+    expanded = inference.repeat(2, axis=0).repeat(2, axis=1)[: levels[0].height, : levels[0].width]
+    np.testing.assert_array_equal(labels["0"][:], expanded)
+    # below the inference level a chunk is one inference-level chunk expanded (128 px here);
+    # background chunks are not stored, the others are
+    level0 = labels["0"]
+    assert level0.chunks == (128, 128)
+    chunks = store / "labels" / "toy" / "0" / "c"
+    for row in range(0, 10):
+        for col in range(0, 15):
+            block = expanded[row * 128 : (row + 1) * 128, col * 128 : (col + 1) * 128]
+            assert (chunks / str(row) / str(col)).is_file() == bool(block.any()), (row, col)
