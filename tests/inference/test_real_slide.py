@@ -12,7 +12,6 @@ from inference.spec import ModelSpec
 from viewer.cli import main as iain
 
 
-@pytest.mark.slow  # ~10 s on a quiet 2-core machine: converts and segments a real slide
 def test_registered_model_on_the_cmu_sample(
     slides_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

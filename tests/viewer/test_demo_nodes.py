@@ -88,7 +88,6 @@ def test_demo_splits_the_slides_over_three_nodes(
         assert len(list(db.execute("SELECT slide_id FROM slides"))) == 2
 
 
-@pytest.mark.slow
 def test_demo_serves_three_nodes_that_share_with_each_other(
     slides_dir: Path, tmp_path: Path
 ) -> None:
