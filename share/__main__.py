@@ -19,9 +19,13 @@ from share.config import ShareSettings
 from share.db import open_database
 from share.demo import create_demo_accounts
 from share.errors import ShareError
+from share.federation import FederationConfig
+from share.federation_errors import FederationError
 from share.notify import MailSettings, Notifier
 from share.opinions import Opinions
+from share.peers import HttpPeerClient, PeerClient
 from share.shares import DbShareRegistry
+from share.signing import NodeKey
 
 __all__ = ["main"]
 
@@ -122,9 +126,24 @@ def _remind(args: argparse.Namespace, accounts: Accounts) -> int:
         env["SHARE_SMTP_PORT"] = str(args.smtp_port)
     notifier = Notifier(accounts.db, MailSettings.from_env(env))
     opinions = Opinions(accounts, DbShareRegistry(accounts.db), notifier)
-    count = opinions.send_reminders()
+    opinions.peers = _peer_clients(accounts.settings)
+    try:
+        count = opinions.send_reminders()
+    finally:
+        for client in opinions.peers.values():
+            client.close()
     print(f"{count} overdue second-opinion requests reminded")
     return 0
+
+
+def _peer_clients(settings: ShareSettings) -> dict[str, PeerClient]:
+    """The server's peers (SHARE_FEDERATION_FILE, SHARE_NODE_KEY_FILE): remote consultants are
+    reminded through their node; none without federation."""
+    if not settings.federation_file:
+        return {}
+    config = FederationConfig.from_file(settings.federation_file)
+    key = NodeKey.from_file(config.node, settings.node_key_file)
+    return {name: HttpPeerClient(key, peer) for name, peer in config.peers.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return _run(args)
-    except ShareError as exc:
+    except (ShareError, FederationError) as exc:
         print(f"iain {args.command}: {exc}", file=sys.stderr)
         return 1
 

@@ -22,6 +22,7 @@ from share.accounts import Accounts
 from share.deidentify import derive_shared_pyramid
 from share.federation import FederationAuditTrail, FederationConfig, Share
 from share.federation_errors import FederationError, PeerError
+from share.federation_notices import notices_router
 from share.federation_opinions import RemoteOpinions
 from share.federation_opinions_router import owner_opinions_router, recipient_opinions_router
 from share.federation_router import (
@@ -77,6 +78,8 @@ def install_federation(
         name: CachingPeerClient(HttpPeerClient(key, peer)) for name, peer in config.peers.items()
     }
     app.state.federation_recipient = RecipientState(clients=clients)
+    if opinions is not None:
+        opinions.peers = clients  # reminders of requests asked of another node's users
 
     def derive(share: Share) -> None:
         if share.recipient.centre not in config.peers or source_of is None:
@@ -109,6 +112,7 @@ def install_federation(
         app.state.federation_opinions = RemoteOpinions(opinions, registry)
         app.include_router(owner_opinions_router)
         app.include_router(recipient_opinions_router)
+        app.include_router(notices_router)
     app.include_router(owner_router)
     app.include_router(recipient_router)
     app.add_exception_handler(FederationError, federation_error_handler)

@@ -113,7 +113,7 @@ M = TypeVar("M", bound=BaseModel)
 SignedDep = Annotated[tuple[dict[str, Any], dict[str, Any]], Depends(_signed_body)]
 
 
-def _parse(model: type[M], data: Mapping[str, Any]) -> M:
+def parse_body(model: type[M], data: Mapping[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -174,9 +174,9 @@ async def peer_opinion_act(
     """The consultant's step, relayed by their node; applied by the requester's machine."""
     claims, data = signed
     if verb == "answer":
-        data = _parse(AnswerBody, data).model_dump()
+        data = parse_body(AnswerBody, data).model_dump()
     elif verb == "decline":
-        data = _parse(DeclineBody, data).model_dump()
+        data = parse_body(DeclineBody, data).model_dump()
     user = RemoteUser.from_claims(claims)
     result = await run_in_threadpool(remote.act, user, opinion_id, verb, data)
     _opinion_audit(state, claims, f"opinion.{verb}", opinion_id)
@@ -242,7 +242,7 @@ async def peer_annotation_create(
     signed: SignedDep, share_id: str, state: OwnerDep, remote: RemoteDep
 ) -> dict[str, Any]:
     claims, data = signed
-    body = _parse(AnnotationBody, data)
+    body = parse_body(AnnotationBody, data)
     share = _share_for(state, claims, share_id, "annotation.create", write=True)
     user = RemoteUser.from_claims(claims)
     return await run_in_threadpool(remote.create_annotation, share, user, body.to_input())
@@ -257,7 +257,7 @@ async def peer_annotation_update(
     remote: RemoteDep,
 ) -> dict[str, Any]:
     claims, data = signed
-    body = _parse(UpdateBody, data)
+    body = parse_body(UpdateBody, data)
     share = _share_for(state, claims, share_id, "annotation.update", write=True)
     user = RemoteUser.from_claims(claims)
     return await run_in_threadpool(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,9 +36,11 @@ from share.errors import (
     OpinionNotFoundError,
 )
 from share.federation import Permission, Recipient, RecipientKind, new_pseudonym
+from share.federation_errors import PeerError
 from share.models import Annotation, User
 from share.notify import Notifier
 from share.opinion_models import OpinionRow
+from share.peers import OpinionNotice, PeerClient
 from share.shares import POOL_GROUP, DbShareRegistry, NewShare
 
 __all__ = [
@@ -152,6 +154,8 @@ class Opinions:
         self.db = accounts.db
         self.shares = shares
         self.notifier = notifier
+        # Other nodes by centre name: their users are reminded through their node.
+        self.peers: Mapping[str, PeerClient] = {}
 
     # ------------------------------------------------------------------ requester side
 
@@ -480,6 +484,8 @@ class Opinions:
             last = row.last_reminder_at
             if last is not None and _aware(last) > now - REMIND_EVERY:
                 continue
+            if not self._remind(row):
+                continue  # a peer that is down: no last_reminder_at, so the next run retries
             with self.db.session() as s:
                 s.execute(
                     update(OpinionRow)
@@ -494,7 +500,29 @@ class Opinions:
                     centre_id=row.requester_centre,
                     detail={"opinion": row.id, "state": row.state},
                 )
-            self._notify_consultants(row, f"Reminder: second opinion #{row.id} is overdue")
             count += 1
         logger.info("%d overdue second-opinion requests reminded", count)
         return count
+
+    def _remind(self, row: OpinionRow) -> bool:
+        """Notify the consultants here, or through their node; False if that node failed."""
+        peer = self.peers.get(row.consultant_centre)
+        if peer is None:
+            self._notify_consultants(row, f"Reminder: second opinion #{row.id} is overdue")
+            return True
+        name = row.assignee or (row.consultant_name if row.consultant_kind == "user" else "")
+        notice = OpinionNotice(
+            opinion_id=row.id,
+            kind="reminder",
+            centre=row.consultant_centre,
+            username=name.removeprefix(f"{row.consultant_centre}:"),  # "lille:x" is x at Lille
+            pseudonyms=tuple(item["pseudonym"] for item in json.loads(row.items)["slides"]),
+        )
+        try:
+            told = peer.send_opinion_notice(notice)
+        except PeerError as exc:
+            logger.warning("opinion %d: %s not reminded (%s)", row.id, peer.peer_name, exc.code)
+            return False
+        if not told:
+            logger.warning("opinion %d: %s knows no such consultant", row.id, peer.peer_name)
+        return True

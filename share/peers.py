@@ -51,6 +51,7 @@ __all__ = [
     "CachingPeerClient",
     "Caller",
     "HttpPeerClient",
+    "OpinionNotice",
     "PeerClient",
     "SharedSlide",
 ]
@@ -83,6 +84,29 @@ class SharedSlide:
     note: str
 
 
+@dataclass(frozen=True, slots=True)
+class OpinionNotice:
+    """What the requester's node tells the consultant's about a request: ids and pseudonyms only.
+
+    ``username`` is the consultant at their centre ("" = the centre's pool); ``kind`` is what
+    happened (only ``reminder`` for now).
+    """
+
+    opinion_id: int
+    kind: str
+    centre: str
+    username: str
+    pseudonyms: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "opinion_id": self.opinion_id,
+            "kind": self.kind,
+            "consultant": {"centre": self.centre, "username": self.username or None},
+            "pseudonyms": list(self.pseudonyms),
+        }
+
+
 class PeerClient(Protocol):
     """A remote hospital's node."""
 
@@ -97,6 +121,10 @@ class PeerClient(Protocol):
 
     def notify_revoked(self, share_ids: Sequence[str]) -> int:
         """Owner side: tell this peer that our shares ended, so it drops what it cached."""
+        ...
+
+    def send_opinion_notice(self, notice: OpinionNotice) -> int:
+        """Owner side: tell the consultant's node (e.g. a reminder); returns how many it told."""
         ...
 
     def call_json(
@@ -214,6 +242,14 @@ class HttpPeerClient:
         if not isinstance(purged, int):
             raise PeerProtocolError(f"{self._peer.name}: bad revocation answer")
         return purged
+
+    def send_opinion_notice(self, notice: OpinionNotice) -> int:
+        """POST the notice (signed by this node, body-bound); the peer answers how many it told."""
+        answer = self.call_json("POST", "/opinion-notices", Caller(NODE_SUBJECT), notice.as_json())
+        notified = answer.get("notified") if isinstance(answer, dict) else None
+        if not isinstance(notified, int):
+            raise PeerProtocolError(f"{self._peer.name}: bad notice answer")
+        return notified
 
     def call_json(
         self, method: str, route: str, caller: Caller, payload: object | None = None
@@ -396,6 +432,9 @@ class CachingPeerClient:
 
     def notify_revoked(self, share_ids: Sequence[str]) -> int:
         return self._inner.notify_revoked(share_ids)
+
+    def send_opinion_notice(self, notice: OpinionNotice) -> int:
+        return self._inner.send_opinion_notice(notice)
 
     def call_json(
         self, method: str, route: str, caller: Caller, payload: object | None = None

@@ -1,7 +1,8 @@
 """Three real IAIN nodes on loopback: Caen, Rouen, Lille, each ``viewer.app`` in its own uvicorn
 process with its own SQLite database, users and node key, peers configured with each other's
-public keys. Caen holds one real slide: the canary SVS (CMU-1-Small-Region's pixels, with
-identifiers planted in its label, macro, properties and file name) through the real converter.
+public keys; every node mails its notices to one real SMTP server (``fed_smtp``). Caen holds
+one real slide: the canary SVS (CMU-1-Small-Region's pixels, with identifiers planted in its
+label, macro, properties and file name) through the real converter.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from share.db import open_database
 from share.signing import NodeKey
 from tests.share.conftest import login
 from tests.share.conftest_federation import CanarySlide, free_port
+from tests.share.opinion_smtp import SmtpSink
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CENTRES = ("caen", "rouen", "lille")
@@ -56,7 +58,7 @@ def _settings(home: Path, name: str) -> ShareSettings:
     )
 
 
-def _start(name: str, home: Path, port: int) -> subprocess.Popen[bytes]:
+def _start(name: str, home: Path, port: int, smtp_port: int) -> subprocess.Popen[bytes]:
     env = os.environ | {
         "PYTHONPATH": str(REPO_ROOT),
         "IAIN_DATA": str(home / "data"),
@@ -67,6 +69,8 @@ def _start(name: str, home: Path, port: int) -> subprocess.Popen[bytes]:
         "SHARE_NODE_KEY_FILE": str(home / "node.pem"),
         "SHARE_ARGON2_TIME_COST": "1",
         "SHARE_ARGON2_MEMORY_KIB": "1024",
+        "SHARE_SMTP_HOST": "127.0.0.1",
+        "SHARE_SMTP_PORT": str(smtp_port),
     }
     command = [
         sys.executable,
@@ -100,8 +104,15 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
+def fed_smtp() -> Iterator[SmtpSink]:
+    """The SMTP server every node of ``fed_nodes`` mails to (users with an address only)."""
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture(scope="module")
 def fed_nodes(
-    canary_slide: CanarySlide, tmp_path_factory: pytest.TempPathFactory
+    canary_slide: CanarySlide, fed_smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, FedNode]]:
     from tiling.convert import build_pyramid
     from wsi import open_slide
@@ -141,7 +152,7 @@ def fed_nodes(
                 if centre == name:
                     accounts.add_user(user, centre, role, f"{user}-password")
             db.dispose()
-            processes.append(_start(name, home, ports[name]))
+            processes.append(_start(name, home, ports[name], fed_smtp.port))
             nodes[name] = FedNode(name, f"http://127.0.0.1:{ports[name]}", home)
         for process, node in zip(processes, nodes.values(), strict=True):
             _wait_ready(node.url, process, node.home / "node.log")

@@ -17,9 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
+from share.federation_notices import notices_router
 from share.federation_opinions_router import owner_opinions_router, recipient_opinions_router
-from share.signing import sign_request
-from tests.share.conftest_fed_nodes import FedNode, fed_nodes
+from share.signing import NodeKey, sign_request
+from tests.share.conftest_fed_nodes import FedNode, fed_nodes, fed_smtp
 from tests.share.conftest_federation import (
     CANARIES,
     CANARY_FILE_NAME,
@@ -27,7 +28,7 @@ from tests.share.conftest_federation import (
     canary_slide,
 )
 
-__all__ = ["canary_slide", "fed_nodes"]  # fixtures used by name
+__all__ = ["canary_slide", "fed_nodes", "fed_smtp"]  # fixtures used by name
 
 POLYGON = {"type": "Polygon", "coordinates": [[[600, 600], [900, 600], [900, 800], [600, 600]]]}
 
@@ -299,6 +300,28 @@ def test_no_new_endpoint_returns_a_canary(
                 assert signed.status_code == expected, f"{method} {path}: {signed.text}"
                 if method == "POST" and path == owner_ann:
                     aid = signed.json()["iain"]["id"]
+                unsigned = peer.request(method, path, content=raw)
+                assert unsigned.status_code == 401
+                responses += [signed, unsigned]
+    notice = {  # owner -> consultant's node: Caen signs, Lille answers
+        "opinion_id": oid,
+        "kind": "reminder",
+        "consultant": {"centre": "lille", "username": "lille-patho"},
+        "pseudonyms": [request["slides"][0]["pseudonym"]],
+    }
+    to_lille: dict[str, list[tuple[str, str, Any, int]]] = {
+        "/federation/opinion-notices": [("POST", "/federation/opinion-notices", notice, 200)]
+    }
+    assert {r.path for r in notices_router.routes} == set(to_lille)  # type: ignore[attr-defined]
+    caen_key = NodeKey.from_file("caen", caen_node.home / "node.pem")
+    with httpx.Client(base_url=lille_node.url, timeout=20) as peer:
+        for calls in to_lille.values():
+            for method, path, body, expected in calls:
+                raw = json.dumps(body).encode()
+                token = sign_request(caen_key, method, path, "lille", "node", body=raw)
+                auth = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+                signed = peer.request(method, path, content=raw, headers=auth)
+                assert signed.status_code == expected, f"{method} {path}: {signed.text}"
                 unsigned = peer.request(method, path, content=raw)
                 assert unsigned.status_code == 401
                 responses += [signed, unsigned]

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.share.conftest_fed_nodes import FedNode, fed_nodes
+from tests.share.conftest_fed_nodes import FedNode, fed_nodes, fed_smtp
 from tests.share.conftest_federation import CANARIES, CANARY_FILE_NAME, canary_slide
 
-__all__ = ["canary_slide", "fed_nodes"]  # fixtures used by name
+__all__ = ["canary_slide", "fed_nodes", "fed_smtp"]  # fixtures used by name
 
 pytestmark = pytest.mark.browser
 
