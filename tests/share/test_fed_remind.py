@@ -197,3 +197,32 @@ def test_a_notice_reaches_only_clinicians_of_the_nodes_own_centre(
     assert pool.json() == {"notified": 2}  # lille-patho and lille-admin; never the ML engineer
     assert "#8 from caen" in _notices(lille, "lille-admin")[0]["text"]
     assert _notices(lille, "lille-ml") == ml_before
+
+
+def test_an_accepted_pool_request_reminds_only_who_accepted_it(
+    fed_nodes: dict[str, FedNode], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caen, lille = fed_nodes["caen"], fed_nodes["lille"]
+    client, headers = caen.client("caen-patho")
+    with closing(client):
+        (slide,) = client.get("/api/slides").json()
+        body = {
+            "slide_ids": [slide["id"]],
+            "question": "pool, please",
+            "due_at": (datetime.now(UTC) + timedelta(days=2)).isoformat(),
+            "consultant": {"centre": "lille"},
+        }
+        oid = client.post("/api/opinions", json=body, headers=headers).json()["id"]
+        assert client.post(f"/api/opinions/{oid}/send", headers=headers).status_code == 200
+    admin, ah = lille.client("lille-admin")
+    with closing(admin):
+        accepted = admin.post(f"/api/inbox/opinions/caen/{oid}/accept", headers=ah)
+        assert accepted.status_code == 200, accepted.text
+    _overdue(caen, oid)
+    monkeypatch.setenv("SHARE_FEDERATION_FILE", str(caen.home / "federation.json"))
+    monkeypatch.setenv("SHARE_NODE_KEY_FILE", str(caen.home / "node.pem"))
+    monkeypatch.setenv("SHARE_DEFAULT_CENTRE", "caen")
+    assert iain(["opinions", "remind", "--data", str(caen.home)]) == 0
+    mark = f"#{oid} from caen is overdue"
+    assert [n for n in _notices(lille, "lille-admin") if mark in n["text"]] != []
+    assert [n for n in _notices(lille, "lille-patho") if mark in n["text"]] == []
