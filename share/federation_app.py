@@ -6,7 +6,8 @@ Recipient side: ``/shared/*`` asks the peers on behalf of the logged-in user (``
 is the session's principal, with the share groups of :func:`share.shares.groups_of`).
 Revoking a share tells the recipient's node to purge what it cached (best effort).
 Second opinions asked of another node's users, and their annotations on the shared slide, go
-through :mod:`share.federation_opinions_router` (the requester's node stays the source of truth).
+through :mod:`share.federation_opinions_router` (the requester's node stays the source of truth);
+reminders of late ones reach the consultant through their node (:mod:`share.federation_notices`).
 """
 
 from __future__ import annotations
