@@ -106,7 +106,7 @@ def _psql(server: PgServer, sql: str) -> None:
         conn.execute(sql.encode())
 
 
-def _create_pg_database(server: PgServer) -> str:
+def create_pg_database(server: PgServer) -> str:
     name = f"t{os.getpid()}_{next(_counter)}"
     _psql(server, f"CREATE DATABASE {name} TEMPLATE iain_template")
     return server.url(name)
@@ -116,7 +116,7 @@ def _create_pg_database(server: PgServer) -> str:
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'iain.db'}"
-    return _create_pg_database(request.getfixturevalue("pg_server"))
+    return create_pg_database(request.getfixturevalue("pg_server"))
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from share import annotations as store
 from share.accounts import Accounts
 from share.config import ShareSettings
 from share.demo import DEMO_ACCOUNTS, create_demo_accounts
-from tests.share.conftest import LiveServer
+from tests.share.conftest import LiveServer, create_pg_database, pg_server  # noqa: F401
 from tests.viewer.conftest import make_settings
 from viewer.app import create_app
 
@@ -42,12 +42,20 @@ class Site:
     accounts: Accounts
 
 
-@pytest.fixture(scope="module")
-def site(viewer_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def site(
+    request: pytest.FixtureRequest, viewer_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    """The real app with accounts, on SQLite and on PostgreSQL (the issue's "on both")."""
     tmp = tmp_path_factory.mktemp("annotations-site")
+    database_url = (
+        f"sqlite:///{tmp / 'iain.db'}"
+        if request.param == "sqlite"
+        else create_pg_database(request.getfixturevalue("pg_server"))
+    )
     share = ShareSettings(
         data_dir=tmp,
-        database_url=f"sqlite:///{tmp / 'iain.db'}",
+        database_url=database_url,
         argon2_time_cost=1,
         argon2_memory_kib=1024,
         view_flush_s=3600,  # views reach the audit trail when it is read (the API flushes)
