@@ -4,11 +4,12 @@
 
     POST /federation/opinion-notices   (requester's node -> consultant's node, signed, body-bound)
 
-The requester's node keeps the request; when its consultant lives at another node (a reminder
-of a late request), it cannot reach that user's inbox or mail. It signs a notice naming the
-consultant (a username, or none for the centre's pool), the request's id at the sender and the
-slides' pseudonyms; this node notifies only ITS OWN active clinicians of that centre, in-app and
-by e-mail, with a text it writes itself (nothing identifying crosses). Every notice is audited.
+The requester's node keeps the request; when its consultant lives at another node (a new
+request sent to them, or a reminder of a late one), it cannot reach that user's inbox or mail.
+It signs a notice naming the consultant (a username, or none for the centre's pool), the
+request's id at the sender and the slides' pseudonyms; this node notifies only ITS OWN active
+clinicians of that centre, in-app and by e-mail, with a text it writes itself (nothing
+identifying crosses). Every notice is audited.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class ConsultantBody(BaseModel):
 class NoticeBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     opinion_id: int = Field(ge=1, le=2**63 - 1)
-    kind: Literal["reminder"]
+    kind: Literal["reminder", "requested"]
     consultant: ConsultantBody
     pseudonyms: list[Annotated[str, Field(pattern=_PSEUDONYM)]] = Field(max_length=50)
 
@@ -70,10 +71,12 @@ def own_clinicians(opinions: Opinions, centres: set[str], centre: str, username:
 
 
 def _deliver(opinions: Opinions, peer: str, notice: NoticeBody, users: list[int]) -> int:
-    text = (
-        f"Reminder: second opinion #{notice.opinion_id} from {peer} is overdue; "
-        f"slides {', '.join(notice.pseudonyms)}"
+    what = (
+        f"Reminder: second opinion #{notice.opinion_id} from {peer} is overdue"
+        if notice.kind == "reminder"
+        else f"Second opinion #{notice.opinion_id} requested by {peer}"
     )
+    text = f"{what}; slides {', '.join(notice.pseudonyms)}"
     for user_id in users:
         opinions.notifier.notify(user_id, "opinion", text)  # the id is the sender's, not ours
     return len(users)

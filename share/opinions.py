@@ -264,7 +264,9 @@ class Opinions:
         row = self._transition(who, opinion_id, "send", {})
         if row.consultant_centre != row.requester_centre:
             self._share_slides(who, row)
-        self._notify_consultants(row, f"Second opinion #{row.id} requested ({row.urgency})")
+        self._tell_consultants(
+            row, "requested", f"Second opinion #{row.id} requested ({row.urgency})"
+        )  # a node that is down misses this notice only: the request is in its inbox
         return self._json(row, who)
 
     def accept(self, who: Principal, opinion_id: int) -> dict[str, Any]:
@@ -505,15 +507,21 @@ class Opinions:
         return count
 
     def _remind(self, row: OpinionRow) -> bool:
-        """Notify the consultants here, or through their node; False if that node failed."""
+        return self._tell_consultants(
+            row, "reminder", f"Reminder: second opinion #{row.id} is overdue"
+        )
+
+    def _tell_consultants(self, row: OpinionRow, kind: str, local_text: str) -> bool:
+        """Notify the consultants here, or through their node (which words the notice itself
+        from ``kind``); False if that node failed."""
         peer = self.peers.get(row.consultant_centre)
         if peer is None:
-            self._notify_consultants(row, f"Reminder: second opinion #{row.id} is overdue")
+            self._notify_consultants(row, local_text)
             return True
         name = row.assignee or (row.consultant_name if row.consultant_kind == "user" else "")
         notice = OpinionNotice(
             opinion_id=row.id,
-            kind="reminder",
+            kind=kind,
             centre=row.consultant_centre,
             username=name.removeprefix(f"{row.consultant_centre}:"),  # "lille:x" is x at Lille
             pseudonyms=tuple(item["pseudonym"] for item in json.loads(row.items)["slides"]),
@@ -521,7 +529,9 @@ class Opinions:
         try:
             told = peer.send_opinion_notice(notice)
         except PeerError as exc:
-            logger.warning("opinion %d: %s not reminded (%s)", row.id, peer.peer_name, exc.code)
+            logger.warning(
+                "opinion %d: %s not told (%s, %s)", row.id, peer.peer_name, kind, exc.code
+            )
             return False
         if not told:
             logger.warning("opinion %d: %s knows no such consultant", row.id, peer.peer_name)

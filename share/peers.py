@@ -89,7 +89,7 @@ class OpinionNotice:
     """What the requester's node tells the consultant's about a request: ids and pseudonyms only.
 
     ``username`` is the consultant at their centre ("" = the centre's pool); ``kind`` is what
-    happened (only ``reminder`` for now).
+    happened: ``requested`` (sent to them) or ``reminder`` (overdue).
     """
 
     opinion_id: int

@@ -143,7 +143,8 @@ def test_a_late_request_reminds_the_consultant_at_their_node(
     assert len(notices) == before + 1
     text = notices[0]["text"]
     assert f"#{oid} from caen is overdue" in text and pseudonym in text
-    (mail,) = [m for m in fed_smtp.wait_for(LILLE_MAIL, f"#{oid}") if f"#{oid}" in m]
+    mails = fed_smtp.wait_for(LILLE_MAIL, "overdue")
+    (mail,) = [m for m in mails if f"#{oid}" in m and "overdue" in m]
     for leaked in (*CANARIES, slide_id, "late one"):
         assert leaked not in text and leaked not in mail
     assert _notices(lille, "lille-admin") == []  # a named consultant: not the whole pool
@@ -226,3 +227,20 @@ def test_an_accepted_pool_request_reminds_only_who_accepted_it(
     mark = f"#{oid} from caen is overdue"
     assert [n for n in _notices(lille, "lille-admin") if mark in n["text"]] != []
     assert [n for n in _notices(lille, "lille-patho") if mark in n["text"]] == []
+
+
+def test_sending_a_request_tells_the_consultant_at_their_node(
+    fed_nodes: dict[str, FedNode], canary_slide: CanarySlide
+) -> None:
+    lille = fed_nodes["lille"]
+    before = len(_notices(lille, "lille-patho"))
+    admin_before = _notices(lille, "lille-admin")
+    request = ask_lille(fed_nodes, "new one")
+    oid, pseudonym = request["id"], request["slides"][0]["pseudonym"]
+    notices = _notices(lille, "lille-patho")
+    assert len(notices) == before + 1
+    text = notices[0]["text"]
+    assert f"#{oid} requested by caen" in text and pseudonym in text
+    for leaked in (*CANARIES, request["slides"][0]["slide_id"], "new one"):
+        assert leaked not in text
+    assert _notices(lille, "lille-admin") == admin_before  # a named consultant, not the pool
