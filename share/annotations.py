@@ -811,23 +811,64 @@ def import_geojson(
     return len(features)
 
 
+# Stored text that _feature's parse and re-encode might spell differently (exponents, trailing
+# zeros, -0, long digit runs, tiny numbers, escapes) or where a key would move (objectType,
+# iain in the properties): those rows take _feature; the rest is spliced as it is stored.
+_RESPELT = re.compile(
+    r'[0-9][eE]|\.[0-9]*[0-9]0(?![0-9])|-0(?![.0-9])|[0-9]{16,}|0\.0000|\\|"(?:objectType|iain)"'
+)
+_GEOMETRY_TYPE = re.compile(r'\{"type":"(Point|MultiPoint|LineString|Polygon|MultiPolygon)"')
+_EXPORT_COLUMNS = ("id", "uuid", "kind", "object_type", "comment", "geometry", "properties")
+
+
+def _export_text(r: Any) -> str:
+    """``_dumps(_feature(r, export=True))`` without parsing the stored JSON: the same bytes
+    (tests/share/test_annotation_export.py compares them), ~10x cheaper at 10^6 rows."""
+    geometry: str = r.geometry
+    props: str = r.properties
+    m = _GEOMETRY_TYPE.match(geometry)
+    if m is None or _RESPELT.search(geometry) or _RESPELT.search(props):
+        return _dumps(_feature(r, "", pseudonymised=False, export=True))
+    iain: dict[str, str] = {}
+    if r.kind != infer_kind(m[1]).value:
+        iain["kind"] = r.kind
+    if r.comment:
+        iain["comment"] = r.comment
+    text = (
+        '{"type":"Feature","geometry":'
+        + geometry
+        + ',"properties":{"objectType":'
+        + _dumps(r.object_type)
+        + ("" if props == "{}" else "," + props[1:-1])
+        + (',"iain":' + _dumps(iain) if iain else "")
+        + "}"
+    )
+    return text + (',"id":' + _dumps(r.uuid) + "}" if r.uuid else "}")
+
+
 def export_geojson(
-    db: Database, p: Principal, slide: SlideRef, *, layer: str | None = None
+    db: Database, p: Principal, slide: SlideRef, *, layer: str | None = None, batch: int = 5000
 ) -> Iterator[str]:
-    """QuPath GeoJSON FeatureCollection of the slide's annotations, as text chunks."""
+    """QuPath GeoJSON FeatureCollection of the slide's annotations, as text chunks (one per
+    ``batch`` rows, streamed from the database: no ORM objects, no JSON parsing)."""
     pseudo = _check(p, Action.ANNOTATION_READ, slide, -1)
-    q = select(Annotation).where(
-        Annotation.slide_id == slide.slide_id, Annotation.deleted.is_(False)
+    table = Annotation.__table__
+    q = select(*(table.c[c] for c in _EXPORT_COLUMNS)).where(
+        table.c.slide_id == slide.slide_id, table.c.deleted.is_(False)
     )
     if layer is not None:
-        q = q.where(Annotation.layer == layer)
+        q = q.where(table.c.layer == layer)
     yield '{"type":"FeatureCollection","features":['
-    first = True
-    with db.session() as s:
-        for a in s.scalars(q.order_by(Annotation.id).execution_options(yield_per=5000)):
-            f = _feature(a, "", pseudonymised=pseudo, export=True)
-            yield ("" if first else ",") + _dumps(f)
-            first = False
+    sep = ""
+    with db.engine.connect() as conn:
+        result = conn.execution_options(yield_per=batch).execute(q.order_by(table.c.id))
+        for rows in result.partitions():
+            if pseudo:
+                parts = [_dumps(_feature(r, "", pseudonymised=True, export=True)) for r in rows]
+            else:
+                parts = [_export_text(r) for r in rows]
+            yield sep + ",".join(parts)
+            sep = ","
     yield "]}"
 
 
