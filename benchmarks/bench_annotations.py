@@ -5,6 +5,7 @@ run alongside is the same viewport query without the spatial index (a full scan 
 columns), to show what the spatial index (``share/spatial.py``) buys.
 
     python -m benchmarks.bench_annotations [--n 1000000] [--queries 500] [--write]
+    python -m benchmarks.bench_annotations --pg-temp   # on a throwaway PostgreSQL 15 cluster
 
 Fixed inputs: seeded nuclei-like heptagons (~12 px) on a 100,000 x 100,000 px slide, SQLite
 file in a temporary directory (the embedded default). ``--write`` updates the "Annotations"
