@@ -5,6 +5,7 @@ run alongside is the same viewport query without the spatial index (a full scan 
 columns), to show what the spatial index (``share/spatial.py``) buys.
 
     python -m benchmarks.bench_annotations [--n 1000000] [--queries 500] [--write]
+    python -m benchmarks.bench_annotations --pg-temp   # on a throwaway PostgreSQL 15 cluster
 
 Fixed inputs: seeded nuclei-like heptagons (~12 px) on a 100,000 x 100,000 px slide, SQLite
 file in a temporary directory (the embedded default). ``--write`` updates the "Annotations"
@@ -24,12 +25,13 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 
+from benchmarks._pg_temp import temp_cluster
 from share import annotations as store
 from share.accounts import Accounts
 from share.config import ShareSettings
@@ -185,6 +187,11 @@ def run(
     export_t = time.perf_counter()
     size = sum(len(chunk) for chunk in store.export_geojson(db, p, slide)) if export else 0
     t_export = time.perf_counter() - export_t
+    if db.dialect == "postgresql":
+        with db.engine.connect() as conn:
+            db_bytes = conn.scalar(text("SELECT pg_total_relation_size('annotations')"))
+    else:
+        db_bytes = sum(f.stat().st_size for f in tmp.iterdir())
     db.dispose()
     return {
         "n": count,
@@ -192,7 +199,7 @@ def run(
         "import_s": t_import,
         "import_cpu_s": cpu_import,
         **import_split,
-        "db_mb": sum(f.stat().st_size for f in tmp.iterdir()) / 1e6,
+        "db_mb": db_bytes / 1e6,
         "view_px": view_px,
         "features_per_view": statistics.median(returned),
         "q_p50_ms": 1e3 * statistics.median(timings),
@@ -252,8 +259,12 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, help="query an iain.db a previous run imported")
     parser.add_argument("--no-export", action="store_true")
     parser.add_argument("--db-url", default="", help="e.g. postgresql+psycopg://... (SQLite)")
+    parser.add_argument(
+        "--pg-temp", action="store_true", help="on a throwaway PostgreSQL 15 cluster in /tmp"
+    )
     args = parser.parse_args()
-    result = run(args.n, args.queries, args.view_px, args.reuse, not args.no_export, args.db_url)
+    with temp_cluster() if args.pg_temp else nullcontext(args.db_url) as url:
+        result = run(args.n, args.queries, args.view_px, args.reuse, not args.no_export, url)
     for key, value in result.items():
         print(f"{key:>18}: {value:.2f}" if isinstance(value, float) else f"{key:>18}: {value}")
     if args.write:

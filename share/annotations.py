@@ -811,23 +811,97 @@ def import_geojson(
     return len(features)
 
 
+# Stored text that _feature's parse and re-encode might spell differently or reorder: an
+# exponent, a fraction ending in 0 past its first digit, 7+ fraction digits (17 significant
+# digits need them: geometry is bounded by MAX_COORD), tiny numbers, -0, escapes; objectType
+# or iain inside the properties. Those rows take _feature; the rest is spliced as stored.
+# (Split so that each regex starts with a literal: one alternation measured 7 us a row.)
+_FRACTION = re.compile(r"\.(?:[0-9]{7}|[0-9]*[0-9]0(?![0-9]))")
+_EXPONENT = re.compile(r"[eE][-+0-9]")
+_MINUS_ZERO = re.compile(r"-0(?![.0-9])")
+_ANY_NUMBER = re.compile(r"[0-9][eE]|\.[0-9]*[0-9]0(?![0-9])|[0-9]{16,}|-0(?![.0-9])")
+_GEOMETRY_KIND = {
+    f'{{"type":"{t}"': infer_kind(t).value
+    for t in ("Point", "MultiPoint", "LineString", "Polygon", "MultiPolygon")
+}
+_EXPORT_COLUMNS = ("id", "uuid", "kind", "object_type", "comment", "geometry", "properties")
+
+
+def _respelt_geometry(g: str) -> bool:
+    return (
+        "\\" in g
+        or "0.0000" in g
+        or _FRACTION.search(g) is not None
+        or _EXPONENT.search(g) is not None
+        or ("-0" in g and _MINUS_ZERO.search(g) is not None)
+    )
+
+
+def _respelt_properties(props: str) -> bool:
+    """Properties repeat (a detector writes a handful of objects 10^6 times): cached."""
+    return (
+        "\\" in props
+        or "0.0000" in props
+        or '"objectType"' in props
+        or '"iain"' in props
+        or _ANY_NUMBER.search(props) is not None
+    )
+
+
+def _export_text(r: Any, respelt: dict[str, bool]) -> str:
+    """``_dumps(_feature(r, export=True))`` without parsing the stored JSON: the same bytes
+    (tests/share/test_annotation_export.py compares them), ~10x cheaper at 10^6 rows."""
+    geometry: str = r.geometry
+    props: str = r.properties
+    inferred = _GEOMETRY_KIND.get(geometry[: geometry.find('"', 9) + 1])
+    bad = respelt.get(props)
+    if bad is None:
+        bad = respelt[props] = _respelt_properties(props)
+        if len(respelt) > 10_000:
+            respelt.clear()
+    if inferred is None or bad or _respelt_geometry(geometry):
+        return _dumps(_feature(r, "", pseudonymised=False, export=True))
+    iain: dict[str, str] = {}
+    if r.kind != inferred:
+        iain["kind"] = r.kind
+    if r.comment:
+        iain["comment"] = r.comment
+    text = (
+        '{"type":"Feature","geometry":'
+        + geometry
+        + ',"properties":{"objectType":'
+        + _dumps(r.object_type)
+        + ("" if props == "{}" else "," + props[1:-1])
+        + (',"iain":' + _dumps(iain) if iain else "")
+        + "}"
+    )
+    return text + (',"id":' + _dumps(r.uuid) + "}" if r.uuid else "}")
+
+
 def export_geojson(
-    db: Database, p: Principal, slide: SlideRef, *, layer: str | None = None
+    db: Database, p: Principal, slide: SlideRef, *, layer: str | None = None, batch: int = 5000
 ) -> Iterator[str]:
-    """QuPath GeoJSON FeatureCollection of the slide's annotations, as text chunks."""
+    """QuPath GeoJSON FeatureCollection of the slide's annotations, as text chunks (one per
+    ``batch`` rows, streamed from the database: no ORM objects, no JSON parsing)."""
     pseudo = _check(p, Action.ANNOTATION_READ, slide, -1)
-    q = select(Annotation).where(
-        Annotation.slide_id == slide.slide_id, Annotation.deleted.is_(False)
+    table = Annotation.__table__
+    q = select(*(table.c[c] for c in _EXPORT_COLUMNS)).where(
+        table.c.slide_id == slide.slide_id, table.c.deleted.is_(False)
     )
     if layer is not None:
-        q = q.where(Annotation.layer == layer)
+        q = q.where(table.c.layer == layer)
     yield '{"type":"FeatureCollection","features":['
-    first = True
-    with db.session() as s:
-        for a in s.scalars(q.order_by(Annotation.id).execution_options(yield_per=5000)):
-            f = _feature(a, "", pseudonymised=pseudo, export=True)
-            yield ("" if first else ",") + _dumps(f)
-            first = False
+    sep = ""
+    respelt: dict[str, bool] = {}
+    with db.engine.connect() as conn:
+        result = conn.execution_options(yield_per=batch).execute(q.order_by(table.c.id))
+        for rows in result.partitions():
+            if pseudo:
+                parts = [_dumps(_feature(r, "", pseudonymised=True, export=True)) for r in rows]
+            else:
+                parts = [_export_text(r, respelt) for r in rows]
+            yield sep + ",".join(parts)
+            sep = ","
     yield "]}"
 
 
