@@ -5,8 +5,9 @@ its left chunk columns with the previous window and its top chunk rows with the 
 unit row above. Decoding those again cost 24-36 chunk decodes per unit for its own 16 (CPU
 taken from the model). The cache keeps the previous window's chunks whole (its right
 neighbour's left halo) and, of every older chunk, only the pixel rows the next unit row will
-read: a strip about two halos tall across the slide, so memory grows with the slide's width
-(``2 pad x width x 3`` bytes per strip), never with its height.
+read: a strip of ``pad`` rows plus the chunk row below, across the slide, two of them alive at
+the end of a unit row, so memory grows with the slide's width (~23 MB at 10000 px wide, 256 px
+chunks), never with its height.
 
 A cached piece is used only where it covers every row a window needs; anything else is decoded
 again, so the cache changes how fast a window is read, never its pixels.
