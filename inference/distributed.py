@@ -25,13 +25,16 @@ __all__ = ["infer_distributed"]
 
 logger = logging.getLogger(__name__)
 
-_ENGINES: dict[tuple[str, str, EngineOptions], Engine] = {}
+_ENGINES: dict[tuple[str, str, EngineOptions, int], Engine] = {}
 _LOCK = threading.Lock()
 
 
 def _engine(model: str, device: str, options: EngineOptions) -> Engine:
-    """This worker process's engine for ``model``: the model loads once per process."""
-    key = (model, device, options)
+    """This worker thread's engine for ``model``: the model loads once per thread. An Engine
+    reuses its batch, accumulator and decode buffers between units, so it is not shared by
+    threads (a worker with several threads, or ``LocalCluster(processes=False)``, ran two
+    regions on one engine and mixed their buffers)."""
+    key = (model, device, options, threading.get_ident())
     with _LOCK:
         if key not in _ENGINES:
             torch_device = resolve_device(device)

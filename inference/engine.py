@@ -311,7 +311,10 @@ class _Work:
 
 
 class Engine:
-    """Runs one loaded model over slide stores; the model is loaded once, by the caller."""
+    """Runs one loaded model over slide stores; the model is loaded once, by the caller.
+
+    One run at a time: buffers (batch, accumulator, decoded chunks) are reused between units,
+    so threads each need their own Engine (``inference.distributed`` keeps one per thread)."""
 
     def __init__(
         self,
