@@ -40,10 +40,11 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from inference._chunks import ChunkCache
 from inference._cpu import BufferPool, argmax_first, lower_thread_priority
 from inference._memory import pin_mmap_threshold
 from inference._output import LabelWriter
-from inference._pyramid import SlidePyramid, decode_jpeg, paste
+from inference._pyramid import SlidePyramid, decode_jpeg
 from inference.errors import (
     DeviceUnavailableError,
     InferenceCancelledError,
@@ -344,8 +345,7 @@ class Engine:
             initializer=lower_thread_priority if self._background else None,
         )
         self._spans: dict[tuple[int, bool, bool], tuple[int, int]] = {}
-        self._decoded: dict[tuple[int, int], npt.NDArray[np.uint8] | None] = {}  # producer's
-        self._decoded_level = -1
+        self.chunks = ChunkCache()  # the producer's decoded chunks (CPU)
         self._accs = BufferPool(self.device)
         self._batch_in: torch.Tensor | None = None  # (batch, 3, tile, tile) float, reused
         self._batch_probs: torch.Tensor | None = None
@@ -453,13 +453,15 @@ class Engine:
 
     # ------------------------------------------------------------------ reading
     def _read_window(
-        self, pyramid: SlidePyramid, plan: Plan, mx: int, my: int, mw: int, mh: int
-    ) -> torch.Tensor:
-        """Model-scale (3, mh, mw) uint8 window at model pixel (mx, my), on the device."""
+        self, pyramid: SlidePyramid, plan: Plan, mx: int, my: int, mw: int, mh: int,
+        keep_from: int | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """Model-scale (3, mh, mw) uint8 window at model pixel (mx, my), on the device;
+        ``keep_from``: the first level row a later window reads (see ``ChunkCache``)."""
         s = plan.scale
         lx0, ly0 = math.floor(mx / s), math.floor(my / s)
         lx1, ly1 = math.ceil((mx + mw) / s), math.ceil((my + mh) / s)
-        region = self._read_level(pyramid, plan.level, lx0, ly0, lx1 - lx0, ly1 - ly0)
+        region = self._read_level(pyramid, plan.level, lx0, ly0, lx1 - lx0, ly1 - ly0, keep_from)
         if s == 1.0:
             return region
         out_h, out_w = round((ly1 - ly0) * s), round((lx1 - lx0) * s)
@@ -474,17 +476,18 @@ class Engine:
         return crop.round().clamp(0, 255).to(torch.uint8)
 
     def _read_level(
-        self, pyramid: SlidePyramid, level: int, x: int, y: int, width: int, height: int
-    ) -> torch.Tensor:
+        self, pyramid: SlidePyramid, level: int, x: int, y: int, width: int, height: int,
+        keep_from: int | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         info = pyramid.levels[level]
         tw, th = info.tile_width, info.tile_height
-        cols, rows = info.grid
-        keys = [
-            (col, row)
-            for row in range(max(0, y // th), min(rows, math.ceil((y + height) / th)))
-            for col in range(max(0, x // tw), min(cols, math.ceil((x + width) / tw)))
-        ]
         if self.cuda:
+            cols, rows = info.grid
+            keys = [
+                (col, row)
+                for row in range(max(0, y // th), min(rows, math.ceil((y + height) / th)))
+                for col in range(max(0, x // tw), min(cols, math.ceil((x + width) / tw)))
+            ]
             blobs = list(self._pool.map(lambda k: pyramid.read_chunk_bytes(level, *k), keys))
             return self._assemble_cuda(keys, blobs, tw, th, x, y, width, height)
 
@@ -492,17 +495,12 @@ class Engine:
             blob = pyramid.read_chunk_bytes(level, *key)
             return None if blob is None else decode_jpeg(blob)
 
-        # the previous window's tiles: a unit's halo column is its left neighbour's last one
-        # and vice versa, so a row of units decodes a third fewer chunks
-        previous = self._decoded if self._decoded_level == level else {}
-        missing = [k for k in keys if k not in previous]
-        fresh = dict(zip(missing, self._pool.map(load, missing), strict=True))
-        tiles = {k: previous[k] if k in previous else fresh[k] for k in keys}
-        self._decoded, self._decoded_level = tiles, level
-        out = np.full((height, width, 3), 255, dtype=np.uint8)
-        for (col, row), tile in tiles.items():
-            if tile is not None:
-                paste(out, tile, col * tw - x, row * th - y)
+        def decode(keys: Sequence[tuple[int, int]]) -> list[npt.NDArray[np.uint8] | None]:
+            return list(self._pool.map(load, keys))
+
+        out = self.chunks.window(
+            level, (tw, th), info.grid, (x, y, width, height), keep_from, decode
+        )
         return torch.from_numpy(out).permute(2, 0, 1)
 
     def _assemble_cuda(
@@ -574,7 +572,7 @@ class Engine:
         pad = tile // 2 + 1  # the most any patch reaches past its unit
         reach = plan.halo // 2 + 1  # half the blend ramp
         stream = None
-        self._decoded, self._decoded_level = {}, -1  # another slide: nothing to reuse
+        self.chunks.clear()  # another slide: nothing to reuse
         if self.cuda:  # decode and resample on a side stream, beside the model's
             stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
         for unit in units:
@@ -603,12 +601,14 @@ class Engine:
                     with torch.cuda.stream(stream):
                         window = self._read_window(pyramid, plan, *origin, width, height)
                     stream.synchronize()
-                else:
-                    window = self._read_window(pyramid, plan, *origin, width, height)
+                else:  # the level row the unit row below starts reading at
+                    below = math.floor((math.floor(unit.y1 * plan.scale) - pad) / plan.scale)
+                    keep = below if unit.y1 < plan.height else None
+                    window = self._read_window(pyramid, plan, *origin, width, height, keep)
             work = _Work(unit, origin, window, patches, glass)
             work.pending = len(patches)
             yield work
-        self._decoded = {}
+        self.chunks.clear()
 
     def _patch(
         self, px: int, py: int, cw: int, ch: int, edges: tuple[bool, bool, bool, bool],

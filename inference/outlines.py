@@ -82,7 +82,8 @@ def mask_to_features(
             rings.sort(key=_ring_area, reverse=True)  # the exterior encloses the most area
             coordinates = []
             for ring in rings:
-                points = [[round(float(x), 1), round(float(y), 1)] for x, y in ring]
+                # tolist: the same Python floats as float(), without a numpy scalar per coordinate
+                points = [[round(x, 1), round(y, 1)] for x, y in ring.tolist()]
                 if points[0] != points[-1]:
                     points.append(points[0])
                 coordinates.append(points)
