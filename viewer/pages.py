@@ -40,6 +40,42 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_URL = "/static/viewer"
 OPENSEADRAGON_URL = "/static/vendor/openseadragon"
+
+# The viewer's stage and its magnification / measure controls: the same markup on every page
+# that shows a slide (viewer.js finds them by id), and the annotation layer's scripts in order.
+VIEWER_STAGE = """  <div class="stage">
+    <div id="osd" class="osd"></div>
+    <svg id="ruler-layer" class="ruler-layer" aria-hidden="true"></svg>
+    <div id="scalebar" class="scalebar" hidden>
+      <div class="bar"></div><span class="label"></span>
+    </div>
+  </div>
+"""
+VIEWER_CONTROLS = """    <section>
+      <h2>Magnification</h2>
+      <div class="mag"><span id="mag">–</span></div>
+      <div class="buttons">
+        <button type="button" id="btn-1to1" title="one image pixel per screen pixel">1:1</button>
+        <button type="button" data-mag="5">×5</button>
+        <button type="button" data-mag="10">×10</button>
+        <button type="button" data-mag="20">×20</button>
+        <button type="button" data-mag="40">×40</button>
+        <button type="button" id="btn-home" title="whole slide (0)">Fit</button>
+      </div>
+    </section>
+    <section>
+      <h2>Measure</h2>
+      <div class="buttons">
+        <button type="button" id="btn-ruler" aria-pressed="false"
+          title="click points; double-click or Enter to finish">Length</button>
+        <button type="button" id="btn-area" aria-pressed="false"
+          title="click corners; double-click or Enter to close">Area</button>
+        <button type="button" id="btn-clear">Clear</button>
+      </div>
+      <output id="measure" class="measure"></output>
+    </section>
+"""
+ANNOTATION_SCRIPTS = (f"{STATIC_URL}/annotation-geometry.js", f"{STATIC_URL}/annotations.js")
 # Slide ids are opaque tokens; anything else cannot name a slide and is not echoed into a page.
 _SLIDE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$")
 
@@ -114,38 +150,8 @@ def viewer_page(request: Request, slide_id: str) -> HTMLResponse:
   <span id="slide-meta" class="meta"></span>
 </header>
 <div class="workspace">
-  <div class="stage">
-    <div id="osd" class="osd"></div>
-    <svg id="ruler-layer" class="ruler-layer" aria-hidden="true"></svg>
-    <div id="scalebar" class="scalebar" hidden>
-      <div class="bar"></div><span class="label"></span>
-    </div>
-  </div>
-  <aside class="panel">
-    <section>
-      <h2>Magnification</h2>
-      <div class="mag"><span id="mag">–</span></div>
-      <div class="buttons">
-        <button type="button" id="btn-1to1" title="one image pixel per screen pixel">1:1</button>
-        <button type="button" data-mag="5">×5</button>
-        <button type="button" data-mag="10">×10</button>
-        <button type="button" data-mag="20">×20</button>
-        <button type="button" data-mag="40">×40</button>
-        <button type="button" id="btn-home" title="whole slide (0)">Fit</button>
-      </div>
-    </section>
-    <section>
-      <h2>Measure</h2>
-      <div class="buttons">
-        <button type="button" id="btn-ruler" aria-pressed="false"
-          title="click points; double-click or Enter to finish">Length</button>
-        <button type="button" id="btn-area" aria-pressed="false"
-          title="click corners; double-click or Enter to close">Area</button>
-        <button type="button" id="btn-clear">Clear</button>
-      </div>
-      <output id="measure" class="measure"></output>
-    </section>
-    <section id="overlay-panel" hidden>
+{VIEWER_STAGE}  <aside class="panel">
+{VIEWER_CONTROLS}    <section id="overlay-panel" hidden>
       <h2>Overlay</h2>
       <label class="row"><input type="checkbox" id="overlay-on" checked>
         <select id="overlay-select"></select></label>
@@ -165,8 +171,7 @@ def viewer_page(request: Request, slide_id: str) -> HTMLResponse:
     scripts = (
         f"{OPENSEADRAGON_URL}/openseadragon.min.js",
         f"{STATIC_URL}/overlay.js",  # listens for the overlay viewer.js opens: load it first
-        f"{STATIC_URL}/annotation-geometry.js",
-        f"{STATIC_URL}/annotations.js",  # attached by viewer.js once the slide is open
+        *ANNOTATION_SCRIPTS,  # attached by viewer.js once the slide is open
         f"{STATIC_URL}/viewer.js",
         f"{STATIC_URL}/opinion-request.js",  # the second-opinion panel (viewer/shared_pages.py)
     )

@@ -15,7 +15,14 @@ import re
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from viewer.pages import OPENSEADRAGON_URL, STATIC_URL, _page
+from viewer.pages import (
+    ANNOTATION_SCRIPTS,
+    OPENSEADRAGON_URL,
+    STATIC_URL,
+    VIEWER_CONTROLS,
+    VIEWER_STAGE,
+    _page,
+)
 
 __all__ = ["router"]
 
@@ -96,41 +103,13 @@ def shared_viewer_page(peer: str, share_id: str) -> HTMLResponse:
   <span id="slide-meta" class="meta"></span>
 </header>
 <div class="workspace">
-  <div class="stage">
-    <div id="osd" class="osd"></div>
-    <svg id="ruler-layer" class="ruler-layer" aria-hidden="true"></svg>
-    <div id="scalebar" class="scalebar" hidden>
-      <div class="bar"></div><span class="label"></span>
-    </div>
-  </div>
-  <aside class="panel">
+{VIEWER_STAGE}  <aside class="panel">
     <section id="opinion-panel" hidden>
       <h2>Second opinion</h2>
       <div id="opinion"></div>
     </section>
     <section id="annotations-panel"><h2>Annotations</h2></section>
-    <section>
-      <h2>Magnification</h2>
-      <div class="mag"><span id="mag">–</span></div>
-      <div class="buttons">
-        <button type="button" id="btn-1to1" title="one image pixel per screen pixel">1:1</button>
-        <button type="button" data-mag="5">×5</button>
-        <button type="button" data-mag="10">×10</button>
-        <button type="button" data-mag="20">×20</button>
-        <button type="button" data-mag="40">×40</button>
-        <button type="button" id="btn-home" title="whole slide (0)">Fit</button>
-      </div>
-    </section>
-    <section>
-      <h2>Measure</h2>
-      <div class="buttons">
-        <button type="button" id="btn-ruler" aria-pressed="false">Length</button>
-        <button type="button" id="btn-area" aria-pressed="false">Area</button>
-        <button type="button" id="btn-clear">Clear</button>
-      </div>
-      <output id="measure" class="measure"></output>
-    </section>
-  </aside>
+{VIEWER_CONTROLS}  </aside>
 </div>
 <p id="error" class="error" hidden></p>
 <script id="viewer-config" type="application/json">{config}</script>
@@ -138,8 +117,7 @@ def shared_viewer_page(peer: str, share_id: str) -> HTMLResponse:
     scripts = (
         f"{OPENSEADRAGON_URL}/openseadragon.min.js",
         f"{STATIC_URL}/shared.js",  # sets the hooks viewer.js reads: load it first
-        f"{STATIC_URL}/annotation-geometry.js",  # annotations.js needs it first
-        f"{STATIC_URL}/annotations.js",  # attached by shared-view.js, pointed at the proxy
+        *ANNOTATION_SCRIPTS,  # attached by shared-view.js, pointed at the proxy
         f"{STATIC_URL}/viewer.js",
         f"{STATIC_URL}/shared-view.js",
     )
