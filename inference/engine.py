@@ -346,6 +346,7 @@ class Engine:
         )
         self._spans: dict[tuple[int, bool, bool], tuple[int, int]] = {}
         self.chunks = ChunkCache()  # the producer's decoded chunks (CPU)
+        self._run_lock = threading.Lock()
         self._accs = BufferPool(self.device)
         self._batch_in: torch.Tensor | None = None  # (batch, 3, tile, tile) float, reused
         self._batch_probs: torch.Tensor | None = None
@@ -373,6 +374,17 @@ class Engine:
         ``only_units`` restricts the run to some work units (a distributed region task);
         ``finish`` builds the mask pyramid and outlines once every unit is written.
         """
+        with self._run_lock:  # buffers are reused between units: one run at a time
+            return self._run(store, progress, cancel, only_units, finish)
+
+    def _run(
+        self,
+        store: Path,
+        progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+        only_units: Sequence[int] | None = None,
+        finish: bool = True,
+    ) -> RunResult:
         started = time.perf_counter()
         pyramid = SlidePyramid(Path(store))
         plan = make_plan(pyramid, self.spec, self.options)
