@@ -25,6 +25,8 @@ $(VENV)/.installed: pyproject.toml Makefile package.json package-lock.json
 	command -v chromium || (apt-get update && apt-get install -y chromium)
 	# The database tests start Debian's PostgreSQL 15 in a temporary directory.
 	test -x /usr/lib/postgresql/15/bin/initdb || (apt-get update && apt-get install -y postgresql-15)
+	# The signed-tile tests run Debian's nginx (secure_link) in front of the app.
+	test -x /usr/sbin/nginx || (apt-get update && apt-get install -y nginx)
 	touch $@
 
 demo: install

@@ -272,6 +272,73 @@ def prepare_accounts(data: Path, env: dict[str, str]) -> None:
     prepare_demo(ShareSettings.from_env(env), [(r.id, r.name) for r in catalog.slides()])
 
 
+def tile_grant(base: str, cookie: str, slide_id: str) -> str:
+    """The session cookie plus a signed tile grant for ``slide_id`` (share/tile_grants.py)."""
+    request = urllib.request.Request(
+        f"{base}/api/slides/{slide_id}/tile-grant", headers={"Cookie": cookie}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        cookies = response.headers.get_all("Set-Cookie") or []
+    return "; ".join([cookie, *(c.split(";", 1)[0] for c in cookies)])
+
+
+def start_grants(
+    stack: ExitStack,
+    share_env: dict[str, str],
+    data: Path,
+    order: list[tuple[int, int]],
+    workers: int,
+    enabled: Callable[[str], bool],
+) -> list[Target]:
+    """IAIN with signed tile grants (granian), and nginx in front of it (`iain nginx-conf`):
+    wrk holds a session and a grant (600 s) and asks for /tiles/{id}/0/{row}/{col}."""
+    targets: list[Target] = []
+    port = free_port()
+    cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="iain-bench-cache-"))
+    env = {
+        **share_env,
+        "IAIN_SERVER": "granian",
+        "IAIN_AUTH": "1",
+        "SHARE_TILE_GRANTS": "1",
+        "SHARE_TILE_GRANT_TTL_S": "600",
+    }
+    cmd = [PY, "-m", "viewer.cli", "serve", "--port", str(port), "--data", str(data)]
+    cmd += ["--workers", str(workers), "--cache-dir", cache]
+    base = f"http://127.0.0.1:{port}"
+    stack.enter_context(server(cmd, base + "/healthz", env=env))
+    session = demo_login(base)
+    (slide_json,) = json.loads(get(base + "/api/slides", session))
+    cookie = tile_grant(base, session, slide_json["id"])
+    urls = [f"/tiles/{slide_json['id']}/0/{r}/{c}" for c, r in order]
+    if enabled("iain-grants"):
+        label = "IAIN granian +grants"
+        targets.append(Target("iain-grants", label, base, OUT / "urls-grants.txt", cookie))
+        check_and_warm(targets[-1], urls)
+    if enabled("iain-nginx"):
+        run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="iain-nginx-")))
+        front = f"127.0.0.1:{free_port()}"
+        conf_cmd = [PY, "-m", "viewer.cli", "nginx-conf", "--data", str(data), "--listen", front]
+        conf_cmd += ["--upstream", f"127.0.0.1:{port}", "--run-dir", str(run_dir)]
+        conf_cmd += ["--workers", str(workers)]
+        conf = subprocess.run(
+            conf_cmd,
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+        ).stdout
+        (run_dir / "nginx.conf").write_text(conf)
+        nginx_cmd = ["nginx", "-c", str(run_dir / "nginx.conf"), "-p", str(run_dir)]
+        nginx_cmd += ["-e", str(run_dir / "error.log"), "-g", "daemon off;"]
+        stack.enter_context(server(nginx_cmd, f"http://{front}/healthz"))
+        label = "IAIN + nginx grants"
+        targets.append(
+            Target("iain-nginx", label, f"http://{front}", OUT / "urls-nginx-grants.txt", cookie)
+        )
+        check_and_warm(targets[-1], urls)
+    return targets
+
+
 def start_all(
     stack: ExitStack,
     slide: Path,
@@ -285,13 +352,15 @@ def start_all(
     targets: list[Target] = []
     share_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="iain-share-")))
     share_env = {"SHARE_DATA_DIR": str(share_dir), "IAIN_DATA": str(data)}
-    if enabled("iain") or enabled("iain-uvicorn"):
+    if any(enabled(k) for k in ("iain", "iain-uvicorn", "iain-grants", "iain-nginx")):
         prepare_accounts(data, share_env)
     variants = (
         ("iain", "granian", True),
         ("iain-noauth", "granian", False),
         ("iain-uvicorn", "uvicorn", True),
     )
+    if enabled("iain-grants") or enabled("iain-nginx"):
+        targets += start_grants(stack, share_env, data, order, workers, enabled)
     for key, http_server, auth in variants:
         if not enabled(key):
             continue
@@ -405,14 +474,17 @@ def main(argv: list[str] | None = None) -> int:
         print("load average after:", " ".join(handle.read().split()[:3]))
     results = {t.key: t.rows for t in targets}
     (OUT / "serve.json").write_text(json.dumps(results, indent=2))
-    if "iain" in results:
-        print("\nratios at each concurrency (IAIN granian +auth / peer req/s):")
-        for peer in ("iain-noauth", "iain-uvicorn", "nginx", "stored", "deepzoom"):
+    peers = ("iain-noauth", "iain-uvicorn", "nginx", "stored", "deepzoom")
+    for main_key in ("iain", "iain-grants", "iain-nginx"):
+        if main_key not in results:
+            continue
+        print(f"\nratios at each concurrency ({main_key} / peer req/s):")
+        for peer in peers:
             if peer not in results:
                 continue
-            pairs = zip(results["iain"], results[peer], strict=True)
+            pairs = zip(results[main_key], results[peer], strict=True)
             cells = [f"c={a['c']:.0f}: {a['rps'] / b['rps']:5.2f}x" for a, b in pairs]
-            print(f"  IAIN / {peer:<12} " + "  ".join(cells))
+            print(f"  {main_key} / {peer:<12} " + "  ".join(cells))
     return 0
 
 

@@ -183,6 +183,7 @@ class _Seen:
     centre_id: str
     first_at: str
     tiles: int = 0
+    grants: int = 0  # signed tile grants (share/tile_grants.py): their tiles are not counted
     # level -> [min_col, min_row, max_col, max_row]
     levels: dict[str, list[int]] = field(default_factory=dict)
 
@@ -204,6 +205,14 @@ class ViewAggregator:
         self._seen: dict[tuple[str, str], _Seen] = {}
         self._last_flush = clock()
 
+    def _seen_locked(self, session_id: str, actor: str, centre_id: str, slide_id: str) -> _Seen:
+        seen = self._seen.get((session_id, slide_id))
+        if seen is None:
+            seen = self._seen[(session_id, slide_id)] = _Seen(
+                actor, centre_id, datetime.now(UTC).isoformat(timespec="seconds")
+            )
+        return seen
+
     def record(
         self,
         session_id: str,
@@ -215,12 +224,7 @@ class ViewAggregator:
         row: int,
     ) -> None:
         with self._lock:
-            key = (session_id, slide_id)
-            seen = self._seen.get(key)
-            if seen is None:
-                seen = self._seen[key] = _Seen(
-                    actor, centre_id, datetime.now(UTC).isoformat(timespec="seconds")
-                )
+            seen = self._seen_locked(session_id, actor, centre_id, slide_id)
             seen.tiles += 1
             box = seen.levels.get(level)
             if box is None:
@@ -228,6 +232,14 @@ class ViewAggregator:
             else:
                 box[0], box[1] = min(box[0], col), min(box[1], row)
                 box[2], box[3] = max(box[2], col), max(box[3], row)
+            due = self._clock() - self._last_flush >= self.flush_s
+        if due:
+            self.flush()
+
+    def record_grant(self, session_id: str, actor: str, centre_id: str, slide_id: str) -> None:
+        """A signed tile grant was issued: the view is recorded once per grant."""
+        with self._lock:
+            self._seen_locked(session_id, actor, centre_id, slide_id).grants += 1
             due = self._clock() - self._last_flush >= self.flush_s
         if due:
             self.flush()
@@ -253,6 +265,8 @@ class ViewAggregator:
                     "tiles": seen.tiles,
                     "regions": dict(sorted(seen.levels.items())),
                 }
+                if seen.grants:
+                    detail["tile_grants"] = seen.grants
                 if sid.startswith(PEER_SESSION):
                     # A peer's views (FederationAuditTrail keys them "peer:<node>:<share id>"):
                     # the owner's review says which node and which share, not a truncated key.

@@ -67,6 +67,10 @@ class ShareSettings:
     # to the session middleware and authenticated by signed node tokens instead.
     federation_file: str = ""
     node_key_file: str = ""
+    # Signed tile grants (share/tile_grants.py): tiles authorised by a short-lived signed
+    # cookie that nginx (``iain nginx-conf``) or the tile fast path checks per request.
+    tile_grants: bool = False
+    tile_grant_ttl_s: int = 120
     public_paths: frozenset[str] = field(
         default_factory=lambda: frozenset({"/api/login", "/healthz", "/readyz", "/login"})
     )
@@ -107,4 +111,6 @@ class ShareSettings:
             oidc_redirect_uri=environ.get("SHARE_OIDC_REDIRECT_URI", ""),
             federation_file=environ.get("SHARE_FEDERATION_FILE", ""),
             node_key_file=environ.get("SHARE_NODE_KEY_FILE", ""),
+            tile_grants=environ.get("SHARE_TILE_GRANTS", "0") in ("1", "true", "yes"),
+            tile_grant_ttl_s=_int(environ, "SHARE_TILE_GRANT_TTL_S", 120),
         )

@@ -26,6 +26,7 @@ from share.db import Database, open_database
 from share.errors import ForbiddenError, NotFoundError, SlideNotFoundError
 from share.federation_app import FEDERATION_PREFIX, install_federation
 from share.oidc import OidcConfig, OidcLogin
+from share.tile_grants import GRANT_PREFIX, TileGrants, install_tile_grants, load_secret
 from share.web import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -237,6 +238,8 @@ def install_share(
     """
     if settings.federation_file:  # peers authenticate by node token, not by session
         settings = replace(settings, public_prefixes=(*settings.public_prefixes, FEDERATION_PREFIX))
+    if settings.tile_grants:  # /tiles/ is authorised by the grant's signature, not the session
+        settings = replace(settings, public_prefixes=(*settings.public_prefixes, GRANT_PREFIX))
     db = db or open_database(settings.url)
     accounts = Accounts(db, settings)
     accounts.ensure_centres()
@@ -267,6 +270,9 @@ def install_share(
     opinions = opinions_router.install_opinions(app, accounts)
     collections_router.install_collections(app, accounts, opinions.shares, source_of)
     review_router.install_review(app, accounts, opinions.shares)
+    if settings.tile_grants:
+        grants = TileGrants(load_secret(settings.data_dir), settings.tile_grant_ttl_s)
+        install_tile_grants(app, accounts, views, grants)
     if settings.federation_file:
         install_federation(app, accounts, opinions.shares, source_of, opinions)
         install_collections_federation(app, accounts)

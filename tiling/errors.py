@@ -14,7 +14,8 @@
     ├── TileOutOfRangeError         (also ValueError) level / column / row outside the pyramid
     ├── InvalidTileRequestError     (also ValueError) a malformed tile, region or size request
     ├── UnsupportedTileRequestError a valid request for a feature we do not offer (IIIF rotation...)
-    └── ChunkDecodeError            a chunk is not a decodable JPEG of the expected size
+    ├── ChunkDecodeError            a chunk is not a decodable JPEG of the expected size
+    └── TileGrantError              a /tiles/ request without a live signed grant (403)
 
 An unknown slide id and a slide the caller may not see raise the same
 :class:`PyramidNotFoundError`, so ids cannot be probed.
@@ -32,6 +33,7 @@ __all__ = [
     "OutputExistsError",
     "PyramidNotFoundError",
     "SourceReadError",
+    "TileGrantError",
     "TileOutOfRangeError",
     "TilingError",
     "UnsupportedTileRequestError",
@@ -86,3 +88,7 @@ class UnsupportedTileRequestError(TilingError):
 
 class ChunkDecodeError(TilingError):
     code = "chunk_decode_failed"
+
+
+class TileGrantError(TilingError):
+    code = "tile_grant_invalid"

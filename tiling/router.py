@@ -15,13 +15,13 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from tiling.catalog import Catalog, SlideRef
-from tiling.errors import InvalidTileRequestError, PyramidNotFoundError
+from tiling.errors import InvalidTileRequestError, PyramidNotFoundError, TileGrantError
 from tiling.iiif import check_rest, info_json, parse_region, parse_size
 from tiling.layout import ASSOCIATED_GROUP, IAIN_ATTR
 from tiling.overlay import overlay_entries
@@ -29,6 +29,7 @@ from tiling.tiles import Tile, TileService
 
 __all__ = [
     "IMMUTABLE",
+    "PRIVATE_IMMUTABLE",
     "SlideAccess",
     "allow_all",
     "etag_matches",
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+# Tiles behind a signed grant: browsers may keep them, shared caches must not.
+PRIVATE_IMMUTABLE = "private, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 SlideAccess = Callable[[Request, str], SlideRef]
 
@@ -66,6 +69,25 @@ def get_slide(request: Request, slide_id: Annotated[str, Path(max_length=64)]) -
         return ref
     access: SlideAccess = request.app.state.slide_access
     return access(request, slide_id)
+
+
+class GrantCheck(Protocol):
+    """``app.state.tile_grants`` (share/tile_grants.py): is there a live grant for the slide?"""
+
+    def allows(self, scope: Any, slide_id: str) -> bool: ...
+
+
+def granted_slide(request: Request, slide_id: str) -> SlideRef:
+    """The slide of a ``/tiles/`` request whose cookies carry a live signed grant."""
+    grants: GrantCheck | None = getattr(request.app.state, "tile_grants", None)
+    if grants is None:
+        raise PyramidNotFoundError("signed tiles are not enabled on this server")
+    if not grants.allows(request.scope, slide_id):
+        raise TileGrantError(
+            f"no live tile grant for this slide: GET /api/slides/{slide_id}/tile-grant first"
+        )
+    catalog: Catalog = request.app.state.catalog
+    return catalog.get(slide_id)
 
 
 def get_tiles(request: Request) -> TileService:
@@ -161,6 +183,26 @@ def dz_tile(
 ) -> Response:
     """A DeepZoom tile: the stored chunk's bytes when it is one, else computed once and cached."""
     return _tile_response(request, tiles.dz_tile(ref, level, col, row))
+
+
+@router.get(
+    "/tiles/{slide_id}/{level}/{row}/{col}",
+    tags=["deepzoom"],
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+def granted_chunk(
+    request: Request,
+    slide_id: Annotated[str, Path(pattern="^[0-9a-f]{1,64}$")],
+    tiles: Tiles,
+    level: TileIndex,
+    row: TileIndex,
+    col: TileIndex,
+) -> Response:
+    """A stored chunk (a whole JPEG tile, edge chunks padded) for the holder of a signed grant:
+    the same bytes nginx sends for this URL from the chunk file (``iain nginx-conf``)."""
+    ref = granted_slide(request, slide_id)
+    return _tile_response(request, tiles.chunk_tile(ref, level, col, row), PRIVATE_IMMUTABLE)
 
 
 @router.get("/iiif/3/{slide_id}", tags=["iiif"], include_in_schema=False)

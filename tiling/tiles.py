@@ -62,6 +62,7 @@ class TileService:
         self.jpeg_quality = jpeg_quality
         # stored chunks are immutable: keeping hot ones in memory saves the open/read/close
         self.chunks = MemoryCache(chunk_cache_bytes)
+        self._fill: dict[tuple[int, int], bytes] = {}
 
     def _stored(self, ref: SlideRef, level: int, col: int, row: int) -> bytes | None:
         key = f"{ref.id}/{level}/{col}/{row}"
@@ -87,6 +88,18 @@ class TileService:
         """The chunk file's bytes (a complete JPEG), or None for a chunk never written."""
         self.check_tile(ref, level, col, row)
         return self._stored(ref, level, col, row)
+
+    def chunk_tile(self, ref: SlideRef, level: int, col: int, row: int) -> Tile:
+        """Stored chunk (col, row) of ``level`` as it is on disk -- what a static file server
+        answers for ``/tiles/`` -- or the fill tile for a chunk never written (glass)."""
+        data = self.stored_chunk(ref, level, col, row)
+        if data is None:
+            size = (ref.spec.tile_width, ref.spec.tile_height)
+            data = self._fill.get(size)
+            if data is None:
+                fill = np.full((size[1], size[0], 3), FILL_VALUE, np.uint8)
+                data = self._fill[size] = self.encode(fill)
+        return Tile(data, etag_for(ref.id, f"chunk/{level}/{col}/{row}"))
 
     def is_whole_chunk(self, ref: SlideRef, level: int, col: int, row: int) -> bool:
         info = ref.levels[level]

@@ -1,7 +1,8 @@
 """``iain serve`` and ``iain demo``: argparse, then one call.
 
 ``serve --host H --port P --data DIR|s3://bucket/prefix [--workers N]`` serves every
-``*.zarr`` pyramid under DATA. ``demo --slides DIR --data DIR`` first converts every slide
+``*.zarr`` pyramid under DATA. ``nginx-conf --data DIR`` prints an nginx front for it
+(:mod:`viewer.nginx`). ``demo --slides DIR --data DIR`` first converts every slide
 of DIR that :func:`wsi.open_slide` accepts into ``DATA/<stem>.zarr`` (skipping those
 already there, reporting failures one line each), then serves three federated nodes, Caen
 on 127.0.0.1:8000 (the main URL), Rouen on :8001 and Lille on :8002, each with its own
@@ -42,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data", required=True, help="directory or s3:// URL of *.zarr pyramids")
     serve.add_argument("--workers", type=int, help="worker processes, default 1 (IAIN_WORKERS)")
     serve.add_argument("--cache-dir", help="disk cache of computed tiles (IAIN_CACHE_DIR)")
+    nginx = commands.add_parser(
+        "nginx-conf", help="print an nginx front that sends granted tiles (SHARE_TILE_GRANTS=1)"
+    )
+    nginx.add_argument("--data", required=True, help="the directory `iain serve --data` serves")
+    nginx.add_argument("--listen", default="127.0.0.1:8080", help="default 127.0.0.1:8080")
+    nginx.add_argument("--upstream", default="127.0.0.1:8000", help="where `iain serve` listens")
+    nginx.add_argument("--run-dir", type=Path, default=Path("nginx"), help="pid, logs, temp")
+    nginx.add_argument("--workers", type=int, default=2, help="nginx worker processes")
     demo = commands.add_parser("demo", help="convert the sample slides and serve them")
     demo.add_argument("--slides", required=True, type=Path)
     demo.add_argument("--data", required=True, type=Path)
@@ -152,6 +161,26 @@ def _serve_nodes(commands: list[tuple[DemoNode, list[str]]]) -> int:
     return max((p.returncode or 0) for p in processes)
 
 
+def _nginx_conf(args: argparse.Namespace) -> int:
+    from share.config import ShareSettings
+    from share.tile_grants import load_secret
+    from viewer.nginx import local_stores, render_nginx_conf
+
+    settings = ShareSettings.from_env(os.environ)
+    print(
+        render_nginx_conf(
+            listen=args.listen,
+            upstream=args.upstream,
+            stores=local_stores(args.data),
+            secret=load_secret(settings.data_dir),
+            run_dir=args.run_dir,
+            workers=args.workers,
+        ),
+        end="",
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -174,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"IAIN serving {settings.data} at http://{settings.host}:{settings.port}/")
             run_server(settings)
             return 0
+        if args.command == "nginx-conf":
+            return _nginx_conf(args)
         if not args.slides.is_dir():
             print(f"iain demo: error: {args.slides} is not a directory", file=sys.stderr)
             return 2

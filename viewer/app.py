@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (tiling_errors.PyramidNotFoundError, 404),
     (tiling_errors.TileOutOfRangeError, 404),
+    (tiling_errors.TileGrantError, 403),
     (tiling_errors.InvalidLevelError, 404),
     (tiling_errors.InvalidTileRequestError, 400),
     (tiling_errors.UnsupportedTileRequestError, 400),

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("wsi", "print a slide's levels, mpp, vendor, associated images (--json)"),
     "convert": ("tiling", "convert a slide into a pyramidal OME-Zarr (local path or s3://)"),
     "serve": ("viewer", "serve converted slides: tiles, IIIF, DeepZoom, Zarr, the viewer"),
+    "nginx-conf": ("viewer", "print an nginx front that sends granted tiles itself"),
     "demo": ("viewer", "convert the sample slides and serve them"),
     "models": ("models", "list / show the registered segmentation models"),
     "train": ("models", "train the tumour segmentation model on the EBHI-Seg subset"),

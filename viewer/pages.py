@@ -140,7 +140,13 @@ def viewer_page(request: Request, slide_id: str) -> HTMLResponse:
             return HTMLResponse(_not_found_page(), status_code=404)
         raise
     # "<" escaped so that no value can close the script element it sits in.
-    config = json.dumps({"slideId": slide_id, "osdPrefix": f"{OPENSEADRAGON_URL}/images/"})
+    config = json.dumps(
+        {
+            "slideId": slide_id,
+            "osdPrefix": f"{OPENSEADRAGON_URL}/images/",
+            "tileGrants": getattr(request.app.state, "tile_grants", None) is not None,
+        }
+    )
     annotations = _annotations_section(request, f"/api/slides/{slide_id}/annotations")
     config = config.replace("<", "\\u003c")
     body = f"""<body class="view-page">

@@ -286,6 +286,52 @@
     else drawRuler();
   }
 
+  // ------------------------------------------------------------------ signed tile grants
+  // Where the server hands out grants (SHARE_TILE_GRANTS=1, share/tile_grants.py), whole
+  // stored chunks are fetched as /tiles/{id}/{level}/{row}/{col}: a short-lived signed cookie
+  // authorises them, so nginx (iain nginx-conf) can send them as files. Edge tiles, levels
+  // the pyramid does not store and everything after the grant lapses use the DeepZoom URLs.
+  // The grant is renewed while the view moves; an idle viewer lets it lapse (and the session
+  // idle out), and the next move falls back to DeepZoom URLs until the new grant arrives.
+  const grant = { prefix: null, until: 0, ttl: 0, pending: null, url: null };
+  iain.grant = grant;
+
+  function requestGrant() {
+    if (!grant.url || grant.pending) return grant.pending;
+    grant.pending = fetch(grant.url, { credentials: "same-origin" })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((g) => {
+        if (g && g.prefix) {
+          grant.prefix = g.prefix;
+          grant.ttl = g.ttl_s * 1000;
+          grant.until = performance.now() + grant.ttl - 10000;  // a margin for slow requests
+        } else {
+          grant.url = null;  // this server or slide has no grants: stop asking
+        }
+      })
+      .catch(() => {})
+      .finally(() => { grant.pending = null; });
+    return grant.pending;
+  }
+
+  function renewGrant() {
+    if (grant.url && grant.until - performance.now() < grant.ttl / 2) requestGrant();
+  }
+
+  function useGrants(source, slide) {
+    const dims = slide.level_dimensions || [];
+    const size = slide.tile_size;
+    const deepZoomUrl = source.getTileUrl.bind(source);
+    source.getTileUrl = (level, x, y) => {
+      const stored = source.maxLevel - level;
+      if (grant.prefix && performance.now() < grant.until && stored >= 0 && stored < dims.length) {
+        const [w, h] = dims[stored];
+        if ((x + 1) * size <= w && (y + 1) * size <= h) return `${grant.prefix}/${stored}/${y}/${x}`;
+      }
+      return deepZoomUrl(level, x, y);
+    };
+  }
+
   // ------------------------------------------------------------------ prefetch ahead
   // After a pan comes to rest, fetch the tiles of the next screen in the same direction, so
   // that a reader moving across the tissue finds it already in the browser cache. One screen
@@ -463,6 +509,7 @@
     });
     iain.viewer = viewer;
     viewer.addHandler("open", () => {
+      if (grant.url) useGrants(viewer.world.getItemAt(0).source, slide);
       const link = readLink();
       if (link) applyLink(link);
       updateHud();
@@ -473,7 +520,9 @@
       document.body.dataset.state = "open";
     });
     viewer.addHandler("open-failed", () => showError("The slide's tiles could not be opened."));
-    viewer.addHandler("update-viewport", () => { updateHud(); drawRuler(); schedulePrefetch(); });
+    viewer.addHandler("update-viewport", () => {
+      updateHud(); drawRuler(); schedulePrefetch(); renewGrant();
+    });
     viewer.addHandler("animation-finish", writeLink);
     viewer.addHandler("canvas-click", onClick);
     viewer.addHandler("canvas-double-click", (e) => {
@@ -509,12 +558,17 @@
   // A page may point the viewer elsewhere (a slide shared by another centre: shared.js sets
   // cfg.infoUrl and window.iainHooks.adaptSlide, which supplies the tile source).
   const hooks = window.iainHooks || {};
+  if (cfg.tileGrants && !cfg.infoUrl) {  // ask for a grant beside the slide's facts
+    grant.url = `/api/slides/${encodeURIComponent(cfg.slideId)}/tile-grant`;
+    requestGrant();
+  }
   fetch(cfg.infoUrl || `/api/slides/${encodeURIComponent(cfg.slideId)}`)
     .then((r) => {
       if (r.status === 404) throw new Error("No such slide.");
       if (!r.ok) throw new Error(`The slide could not be loaded (HTTP ${r.status}).`);
       return r.json();
     })
+    .then((slide) => Promise.resolve(grant.pending).then(() => slide))
     .then((slide) => start(hooks.adaptSlide ? hooks.adaptSlide(slide) : slide))
     .catch((err) => showError(err.message));
 })();
