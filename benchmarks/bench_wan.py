@@ -70,7 +70,7 @@ PAN_JS = """async ([dx, dy]) => {
   await iain.settled();
   const done = performance.now();
   const tiles = performance.getEntriesByType("resource")
-    .filter((e) => e.startTime >= t0 && e.name.includes("_files/"));
+    .filter((e) => e.startTime >= t0 && (e.name.includes("_files/") || e.name.includes("/tiles/")));
   return {
     ms: done - t0,
     tiles: tiles.length,

@@ -294,6 +294,8 @@
   // The grant is renewed while the view moves; an idle viewer lets it lapse (and the session
   // idle out), and the next move falls back to DeepZoom URLs until the new grant arrives.
   const grant = { prefix: null, until: 0, ttl: 0, pending: null, url: null };
+  // ?placeholders=1 keeps OpenSeadragon's coarse placeholders on pans (benchmarks compare).
+  const placeholders = new URLSearchParams(window.location.search).get("placeholders");
   iain.grant = grant;
 
   function requestGrant() {
@@ -329,6 +331,30 @@
         if ((x + 1) * size <= w && (y + 1) * size <= h) return `${grant.prefix}/${stored}/${y}/${x}`;
       }
       return deepZoomUrl(level, x, y);
+    };
+  }
+
+  // ------------------------------------------------------------------ no placeholders on pans
+  // While the best level of an area not seen before is loading, OpenSeadragon also fetches
+  // every coarser level of that area as a blurry placeholder: on a pan at x20 that was ~37 % of
+  // the bytes (benchmarks/RESULTS.md, emulated WAN). At a steady zoom the best level arrives
+  // within a round trip or two (and the prefetch has usually cached it), so tiles coarser than
+  // the level the screen needs are not fetched then; during a zoom they still are. The slide
+  // drawn so far stays on screen. (Wraps TiledImage#_loadTile: OpenSeadragon 6.1.1 is pinned
+  // by package-lock.json.)
+  function skipPlaceholders(item) {
+    const load = item._loadTile;
+    if (typeof load !== "function") return;
+    item._loadTile = function (tile, time) {
+      const vp = iain.viewer.viewport;
+      const steady = Math.abs(vp.getZoom(true) - vp.getZoom(false)) < 1e-9 * vp.getZoom(false);
+      if (steady) {
+        const zoom = item.viewportToImageZoom(vp.getZoom(true));
+        const best = Math.min(item.source.maxLevel,
+          Math.floor(item.source.maxLevel - Math.log2(iain.viewer.minPixelRatio / zoom)));
+        if (tile.level < best) return;  // asked again next frame; dropped once the best level covers
+      }
+      return load.call(this, tile, time);
     };
   }
 
@@ -510,6 +536,7 @@
     iain.viewer = viewer;
     viewer.addHandler("open", () => {
       if (grant.url) useGrants(viewer.world.getItemAt(0).source, slide);
+      if (placeholders !== "1") skipPlaceholders(viewer.world.getItemAt(0));
       const link = readLink();
       if (link) applyLink(link);
       updateHud();
