@@ -65,7 +65,8 @@ async def serve_fast_tile(state: Any, scope: Scope, send: Send) -> bool:
         return False  # the route answers with the mapped error
     if tile is None:
         return False
-    await _send_tile(scope, send, tile, _CACHE_CONTROL)
+    private = getattr(state, "private_tiles", False)
+    await _send_tile(scope, send, tile, _PRIVATE_CACHE_CONTROL if private else _CACHE_CONTROL)
     return True
 
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from tiling.overlay import NAME_PATTERN, label_dzi, label_outlines, label_tile
-from tiling.router import IMMUTABLE, REVALIDATE, Slide, TileIndex, Tiles, etag_matches
+from tiling.router import REVALIDATE, Slide, TileIndex, Tiles, etag_matches, immutable_for
 
 __all__ = ["router"]
 
@@ -58,7 +58,7 @@ def label_tile_route(
 ) -> Response:
     """An overlay tile: class colours over a transparent background, computed once."""
     tile = label_tile(tiles, ref, name, level, col, row)
-    headers = {"ETag": tile.etag, "Cache-Control": IMMUTABLE}
+    headers = {"ETag": tile.etag, "Cache-Control": immutable_for(request)}
     if etag_matches(request.headers.get("if-none-match"), tile.etag):
         return Response(status_code=304, headers=headers)
     return Response(tile.data, media_type=tile.media_type, headers=headers)

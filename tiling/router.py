@@ -33,6 +33,7 @@ __all__ = [
     "SlideAccess",
     "allow_all",
     "etag_matches",
+    "immutable_for",
     "router",
 ]
 
@@ -109,8 +110,15 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return any(part.strip().removeprefix("W/") == etag for part in header.split(","))
 
 
-def _tile_response(request: Request, tile: Tile, cache_control: str = IMMUTABLE) -> Response:
-    headers = {"ETag": tile.etag, "Cache-Control": cache_control}
+def immutable_for(request: Request) -> str:
+    """``Cache-Control`` of content-addressed responses: ``private`` when access is checked
+    (``app.state.private_tiles``), so that a shared cache never hands one user's tiles to
+    another; ``public`` when every slide is public anyway."""
+    return PRIVATE_IMMUTABLE if getattr(request.app.state, "private_tiles", False) else IMMUTABLE
+
+
+def _tile_response(request: Request, tile: Tile, cache_control: str | None = None) -> Response:
+    headers = {"ETag": tile.etag, "Cache-Control": cache_control or immutable_for(request)}
     if etag_matches(request.headers.get("if-none-match"), tile.etag):
         return Response(status_code=304, headers=headers)
     return Response(tile.data, media_type=tile.media_type, headers=headers)
@@ -282,7 +290,7 @@ def zarr_key(request: Request, ref: Slide, key: Annotated[str, Path(max_length=2
     etag = '"' + hashlib.blake2b(data, digest_size=16).hexdigest() + '"'
     headers = {
         "ETag": etag,
-        "Cache-Control": REVALIDATE if is_json else IMMUTABLE,
+        "Cache-Control": REVALIDATE if is_json else immutable_for(request),
         "Access-Control-Allow-Origin": "*",
     }
     if etag_matches(request.headers.get("if-none-match"), etag):

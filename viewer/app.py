@@ -184,6 +184,8 @@ def create_app(
         TileCache(MemoryCache(settings.memory_cache_mb << 20), disk), settings.jpeg_quality
     )
     app.state.slide_access = allow_all  # the accounts package replaces this hook
+    # with accounts, tiles are per user: browsers may keep them, shared caches must not
+    app.state.private_tiles = share is not None
     app.state.ready = False
 
     for cls, _ in ERROR_STATUS:

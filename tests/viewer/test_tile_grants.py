@@ -277,3 +277,21 @@ def test_nginx_conf_command(site: Site, tmp_path: Path) -> None:
     assert evil.returncode == 2
     assert "cannot be written into an nginx configuration" in evil.stderr
     assert "Traceback" not in evil.stderr
+
+
+def test_tiles_behind_a_session_are_private_to_shared_caches(site: Site) -> None:
+    """With accounts on, a tile answered for one user's session must not be kept by a shared
+    cache (a hospital proxy) and handed to someone else: ``private``, never ``public``."""
+    with logged_in(site.url, "caen-patho") as caen:
+        slide = caen.get(f"/api/slides/{site.cmu}").json()
+        top = max(slide["width"], slide["height"]).bit_length()  # DeepZoom's full resolution
+        urls = [
+            f"/slides/{site.cmu}_files/{top}/0_0.jpeg",  # a stored chunk (fast path)
+            f"/slides/{site.cmu}_files/{top}/9_12.jpeg",  # the corner edge tile (computed)
+            f"/zarr/{site.cmu}/0/c/0/0/0",
+            f"/iiif/3/{site.cmu}/0,0,512,512/256,/0/default.jpg",
+        ]
+        for url in urls:
+            r = caen.get(url)
+            assert r.status_code == 200, url
+            assert r.headers["cache-control"] == "private, max-age=31536000, immutable", url
