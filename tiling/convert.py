@@ -57,8 +57,9 @@ import simplejpeg
 from PIL import Image
 
 from tiling._metadata import ROOT_KEY, pyramid_documents
+from tiling._psnr import SampleTile, coarsest_step, psnr_db, squared_error
 from tiling._sink import ChunkSink, LocalSink, StoreSink
-from tiling.codec import decode_jpeg, encode_jpeg
+from tiling.codec import decode_jpeg, encode_jpeg, encode_jpeg_flat
 from tiling.config import TilingConfig
 from tiling.errors import InvalidOutputError, OutputExistsError, SourceReadError, TilingError
 from tiling.layout import ASSOCIATED_GROUP, FILL_VALUE, PyramidSpec, chunk_key
@@ -71,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 CONVERTER_VERSION = "iain-tiling 0.1.0"
 BUILD_MARKER = ".iain-build.json"  # in a partial output only; says which source/settings it holds
+STEPS_KEY = ".iain-steps.json"  # in a partial output only: the reduced levels' steps, for resuming
 
 RGB = npt.NDArray[np.uint8]
 
@@ -252,6 +254,8 @@ class _Builder:
         optimize: bool,
         workers: int,
         progress: ProgressCallback | None,
+        steps: Sequence[float] | None = None,
+        redo: frozenset[int] = frozenset(),
     ) -> None:
         self.reader = reader
         self.sink = sink
@@ -273,6 +277,11 @@ class _Builder:
         self._parents: list[dict[tuple[int, int], _Parent]] = [{} for _ in range(self.levels)]
         self._last_report = 0.0
         self.exported: list[_Result] = []
+        # flat quantiser step per level (None: reduced levels at ``quality`` like level 0);
+        # ``redo`` levels are re-encoded even where a chunk exists (a too-coarse first step)
+        self.steps = list(steps) if steps is not None else None
+        self.redo = redo
+        self.sse = [0] * self.levels  # measured squared error per level, exact integers
 
     def _count_skip(self) -> None:
         with self._count_lock:
@@ -294,8 +303,6 @@ class _Builder:
 
     def _level0_task(self, col: int, row: int) -> _Result:
         key = chunk_key(0, col, row)
-        valid_w, valid_h = self._valid(0, col, row)
-        tw, th = self.spec.tile_width, self.spec.tile_height
         data = self.sink.read(key) if self.sink.exists(key) else None
         pixels: RGB | None = None
         if data is not None:
@@ -305,16 +312,29 @@ class _Builder:
             data = self.reader.read_stored_tile(0, col, row)
             self.sink.write(key, data)
         else:
-            region = self.reader.read_region((col * tw, row * th), 0, (valid_w, valid_h))
-            pixels = np.full((th, tw, 3), FILL_VALUE, dtype=np.uint8)
-            pixels[:valid_h, :valid_w] = region[:valid_h, :valid_w, :3]
-            padded = pad_edges(pixels, valid_w, valid_h)
+            pixels = self._level0_pixels(col, row)
+            padded = pad_edges(pixels, *self._valid(0, col, row))
             data = encode_jpeg(padded, self.quality, self.subsampling, self.optimize)
             self.sink.write(key, data)
         if self.levels == 1:
             if pixels is None:  # no reduced level will decode it: check the copy decodes
                 self._full_decode(data, col, row)
             return 0, col, row, None
+        return 0, col, row, self._quadrant0(col, row, data, pixels)
+
+    def _level0_pixels(self, col: int, row: int) -> RGB:
+        """A level-0 tile read through ``read_region``, white beyond the slide's edge."""
+        valid_w, valid_h = self._valid(0, col, row)
+        tw, th = self.spec.tile_width, self.spec.tile_height
+        region = self.reader.read_region((col * tw, row * th), 0, (valid_w, valid_h))
+        pixels = np.full((th, tw, 3), FILL_VALUE, dtype=np.uint8)
+        pixels[:valid_h, :valid_w] = region[:valid_h, :valid_w, :3]
+        return pixels
+
+    def _quadrant0(self, col: int, row: int, data: bytes, pixels: RGB | None) -> RGB:
+        """The 2x area average of level-0 tile (col, row): its quadrant of a level-1 tile."""
+        valid_w, valid_h = self._valid(0, col, row)
+        tw, th = self.spec.tile_width, self.spec.tile_height
         if pixels is None and valid_w % 2 == 0 and valid_h % 2 == 0:
             half = half_decode(data, tw, th)
             if half is not None:
@@ -322,10 +342,46 @@ class _Builder:
                     half = half.copy()
                     half[valid_h // 2 :] = FILL_VALUE
                     half[:, valid_w // 2 :] = FILL_VALUE
-                return 0, col, row, half
+                return half
         if pixels is None:
             pixels = self._full_decode(data, col, row)
-        return 0, col, row, downsample2(pixels, valid_w, valid_h)
+        return downsample2(pixels, valid_w, valid_h)
+
+    def sample_patches(self, count: int) -> list[list[SampleTile]]:
+        """Per level (index = level), the pixels the build will encode over up to ``count``
+        level-0 tiles spread across the slide (R2 low-discrepancy points): one tile read gives
+        its patch of every level (128 px at level 1, 64 at level 2, ...) down to 8 px, so even
+        the small levels are sampled at ``count`` places for the price of ``count`` reads."""
+        cols, rows = self.grids[0]
+        picked: dict[tuple[int, int], None] = {}
+        for i in range(4 * count):
+            if len(picked) >= min(count, cols * rows):
+                break
+            x, y = (0.5 + i * 0.7548776662) % 1.0, (0.5 + i * 0.5698402910) % 1.0
+            picked[(int(x * cols), int(y * rows))] = None
+        patches: list[list[SampleTile]] = [[] for _ in range(self.levels)]
+        for col, row in picked:
+            pixels = None if self.copy else self._level0_pixels(col, row)
+            data = self.reader.read_stored_tile(0, col, row) if self.copy else b""
+            width, height = self._valid(0, col, row)
+            tile = self._quadrant0(col, row, data, pixels)
+            for level in range(1, self.levels):
+                if level > 1:  # a patch, not a whole tile: even sides for the ceil rule
+                    tile = np.pad(tile, ((0, tile.shape[0] % 2), (0, tile.shape[1] % 2), (0, 0)))
+                    tile = downsample2(tile, width, height)
+                width, height = -(-width // 2), -(-height // 2)
+                if min(width, height) < 8:  # below one DCT block: not a fair sample
+                    break
+                patch = np.ascontiguousarray(tile[:height, :width])
+                patches[level].append((patch, width, height))
+        return patches
+
+    def level_psnr(self) -> list[float]:
+        """Measured PSNR of each level (index = level; level 0 is not measured: inf)."""
+        return [math.inf] + [
+            psnr_db(self.sse[level], 3 * math.prod(self.sizes[level]))
+            for level in range(1, self.levels)
+        ]
 
     def _full_decode(self, data: bytes, col: int, row: int) -> RGB:
         tw, th = self.spec.tile_width, self.spec.tile_height
@@ -343,11 +399,22 @@ class _Builder:
     def _reduced_task(self, level: int, col: int, row: int, pixels: RGB) -> _Result:
         key = chunk_key(level, col, row)
         valid_w, valid_h = self._valid(level, col, row)
-        if self.sink.exists(key):
+        data: bytes | None = None
+        if level not in self.redo and self.sink.exists(key):
             self._count_skip()
+            if self.steps is not None:  # resumed: its error still counts
+                data = self.sink.read(key)
         else:
             padded = pad_edges(pixels, valid_w, valid_h)
-            self.sink.write(key, encode_jpeg(padded, self.quality, self.subsampling, self.optimize))
+            if self.steps is not None:
+                data = encode_jpeg_flat(padded, self.steps[level])
+            else:
+                data = encode_jpeg(padded, self.quality, self.subsampling, self.optimize)
+            self.sink.write(key, data)
+        if self.steps is not None and data is not None:
+            sse = squared_error(pixels, data, valid_w, valid_h)
+            with self._count_lock:
+                self.sse[level] += sse
         if level + 1 >= self.levels:
             return level, col, row, None
         return level, col, row, downsample2(pixels, valid_w, valid_h)
@@ -473,6 +540,8 @@ class _BandJob:
     optimize: bool
     first_col: int
     end_col: int
+    steps: tuple[float, ...] | None
+    redo: frozenset[int]
 
 
 def _die_with_parent() -> None:
@@ -483,7 +552,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL(libc_name).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _run_band(job: _BandJob) -> tuple[list[_Result], int, int]:
+def _run_band(job: _BandJob) -> tuple[list[_Result], int, int, list[int]]:
     """Levels 0..BAND_LEVELS of one column band, in its own process (own GIL, own reader)."""
     from wsi import open_slide
 
@@ -499,20 +568,25 @@ def _run_band(job: _BandJob) -> tuple[list[_Result], int, int]:
             optimize=job.optimize,
             workers=1,
             progress=None,
+            steps=job.steps,
+            redo=job.redo,
         )
         builder.run(cols=range(job.first_col, job.end_col), export_level=BAND_LEVELS)
-        return builder.exported, builder.done, builder.skipped
+        return builder.exported, builder.done, builder.skipped, builder.sse
     finally:
         reader.close()
 
 
-def _run_bands(builder: _Builder, reader: SlideReader, partial: Path, workers: int) -> None:
+def _run_bands(
+    builder: _Builder, reader: SlideReader, partial: Path, workers: int
+) -> list[_Result]:
     """Build the pyramid with one process per core: bands below, threads for the top levels.
 
     Python threads share one GIL; on a busy machine a preempted thread holding it stalls the
     others, so a threaded build got ~15 % of a core where C converters got 40-100 %.
     Processes do not share it. Band quadrants of level BAND_LEVELS (1/64 of the level-0 area,
-    a few MB even for large slides) come back to this process, which builds the rest.
+    a few MB even for large slides) come back to this process, which builds the rest; they are
+    returned so that top levels can be rebuilt alone.
     """
     spec = builder.spec
     cols0 = builder.grids[0][0]
@@ -528,6 +602,8 @@ def _run_bands(builder: _Builder, reader: SlideReader, partial: Path, workers: i
             builder.optimize,
             first,
             min(first + width, cols0),
+            None if builder.steps is None else tuple(builder.steps),
+            builder.redo,
         )
         for first in range(0, cols0, width)
     ]
@@ -535,12 +611,14 @@ def _run_bands(builder: _Builder, reader: SlideReader, partial: Path, workers: i
     # fork: spawn would re-run the caller's __main__; the child only opens its own reader
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent) as pool:
-        for exported, done, skipped in pool.map(_run_band, jobs):
+        for exported, done, skipped, sse in pool.map(_run_band, jobs):
             seeds.extend(exported)
             builder.done += done
             builder.skipped += skipped
+            builder.sse = [a + b for a, b in zip(builder.sse, sse, strict=True)]
             builder._report()
     builder.run(seeds=seeds)
+    return seeds
 
 
 def _bands_apply(reader: SlideReader, spec: PyramidSpec, config: TilingConfig) -> bool:
@@ -554,6 +632,54 @@ def _bands_apply(reader: SlideReader, spec: PyramidSpec, config: TilingConfig) -
         and cols0 > 2**BAND_LEVELS
         and spec.level_count > BAND_LEVELS + 1
     )
+
+
+# ---------------------------------------------------------------------------- measured steps
+
+SAMPLE_TILES = 128  # level-0 tiles whose reductions sample every level (all when fewer)
+SAMPLE_MARGIN_DB = 0.25  # the sample aims this much above the floor: a level rarely misses
+DEEP_STEP_FACTOR = 0.85  # unsampled (tiny) levels: finer than the level below, denser detail
+MAX_REPAIRS = 4
+
+
+def _choose_steps(builder: _Builder, min_psnr: float) -> list[float]:
+    """Per reduced level, the coarsest flat step whose PSNR on a sample of the level's own
+    pixels clears ``min_psnr`` plus a margin (index = level; level 0 is copied or uses quality).
+    Levels too small to sample (patches under 8 px) get a finer step than the level below."""
+    patches = builder.sample_patches(SAMPLE_TILES)
+    steps = [0.0]
+    for level in range(1, builder.levels):
+        if patches[level]:
+            start = steps[-1] or 16
+            target = min_psnr + SAMPLE_MARGIN_DB
+            steps.append(coarsest_step(patches[level], target, start=start))
+        else:
+            steps.append(max(1.0, round(2 * steps[-1] * DEEP_STEP_FACTOR) / 2))
+    return steps
+
+
+def _saved_steps(data: bytes | None, levels: int) -> list[float] | None:
+    """Steps a killed run chose (``STEPS_KEY``), or None when absent or not for these levels."""
+    try:
+        steps = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    if not isinstance(steps, list) or len(steps) != levels:
+        return None
+    if not all(isinstance(step, (int, float)) and 0 <= step <= 255 for step in steps):
+        return None
+    return [float(step) for step in steps]
+
+
+def _finer(
+    steps: Sequence[float], psnr: Sequence[float], failing: Iterable[int], floor: float
+) -> list[float]:
+    """Finer steps for levels measured below ``floor``: scaled by the miss (MSE ~ step**2)."""
+    new = list(steps)
+    for level in failing:
+        scaled = math.floor(2 * steps[level] * 10 ** ((psnr[level] - floor - 0.3) / 20)) / 2
+        new[level] = max(1.0, min(steps[level] - 0.5, scaled))
+    return new
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -602,6 +728,40 @@ def _associated(reader: SlideReader) -> dict[str, np.ndarray]:
     return images
 
 
+def _measured_info(builder: _Builder, min_psnr: float) -> dict[str, Any]:
+    """What the pyramid's metadata says of its reduced levels: steps and measured PSNR."""
+    psnr = builder.level_psnr()
+    steps = builder.steps or []
+    return {
+        "encoding": "jpeg 4:4:4, flat quantisation tables",
+        "min_psnr_db": min_psnr,
+        "levels": [
+            {
+                "level": level,
+                "step": steps[level],
+                "psnr_db": None if math.isinf(psnr[level]) else round(psnr[level], 2),
+            }
+            for level in range(1, builder.levels)
+        ],
+    }
+
+
+def _root_document(
+    spec: PyramidSpec, name: str, config: TilingConfig, info: dict[str, Any], icc: bytes | None
+) -> bytes:
+    """The root ``zarr.json`` alone (it holds the attributes; arrays live in their own keys)."""
+    documents = pyramid_documents(
+        spec,
+        name=name,
+        quality=config.quality,
+        subsampling=config.subsampling,
+        info=info,
+        icc_profile=icc,
+        associated={},
+    )
+    return documents[ROOT_KEY]
+
+
 def build_pyramid(
     reader: SlideReader,
     out: str | Path,
@@ -629,6 +789,7 @@ def build_pyramid(
         "quality": config.quality,
         "subsampling": config.subsampling,
         "copy": copy,
+        "min_psnr": config.min_psnr,
         "converter": CONVERTER_VERSION,
     }
     out_str = str(out)
@@ -696,17 +857,24 @@ def build_pyramid(
         " (resuming)" if resumed else "",
     )
 
-    builder = _Builder(
-        reader,
-        sink,
-        spec,
-        copy_level0=copy,
-        quality=config.quality,
-        subsampling=config.subsampling,
-        optimize=config.optimize_huffman,
-        workers=config.worker_count,
-        progress=progress,
-    )
+    def make_builder(
+        steps: Sequence[float] | None, redo: frozenset[int], report: bool = False
+    ) -> _Builder:
+        return _Builder(
+            reader,
+            sink,
+            spec,
+            copy_level0=copy,
+            quality=config.quality,
+            subsampling=config.subsampling,
+            optimize=config.optimize_huffman,
+            workers=config.worker_count,
+            progress=progress if report else None,
+            steps=steps,
+            redo=redo,
+        )
+
+    first = builder = make_builder(None, frozenset(), report=True)
     try:
         documents = pyramid_documents(
             spec,
@@ -722,12 +890,48 @@ def build_pyramid(
                 sink.write(key, data)
         if partial is not None and (partial / ASSOCIATED_GROUP).is_dir():
             os.chmod(partial / ASSOCIATED_GROUP, 0o700)
-        if partial is not None and _bands_apply(reader, spec, config):
-            _run_bands(builder, reader, partial, config.worker_count)
-        else:
+        measured = config.min_psnr > 0 and spec.level_count > 1
+        if measured:
+            saved = sink.read(STEPS_KEY) if resumed else None
+            builder.steps = _saved_steps(saved, spec.level_count)
+            if builder.steps is None:  # a resumed build keeps its steps: no second sample
+                builder.steps = _choose_steps(builder, config.min_psnr)
+                sink.write(STEPS_KEY, json.dumps(builder.steps).encode())
+            logger.info("reduced levels: flat steps %s", builder.steps[1:])
+        band_dir = partial if partial is not None and _bands_apply(reader, spec, config) else None
+        bands = band_dir is not None
+        seeds = _run_bands(builder, reader, band_dir, config.worker_count) if band_dir else []
+        if band_dir is None:
             builder.run()
+        for _ in range(MAX_REPAIRS if measured else 0):
+            psnr = builder.level_psnr()
+            steps = builder.steps or []
+            failing = frozenset(
+                k for k in range(1, spec.level_count) if psnr[k] < config.min_psnr and steps[k] > 1
+            )
+            if not failing:
+                break
+            logger.info(
+                "levels %s measured below %.1f dB: re-encoding them finer",
+                sorted(failing),
+                config.min_psnr,
+            )
+            previous = builder
+            builder = make_builder(_finer(steps, psnr, failing, config.min_psnr), failing)
+            sink.write(STEPS_KEY, json.dumps(builder.steps).encode())
+            if bands and min(failing) > BAND_LEVELS:  # rebuilt from the bands' quadrants alone
+                builder.sse[: BAND_LEVELS + 1] = previous.sse[: BAND_LEVELS + 1]
+                builder.run(seeds=seeds)
+            elif band_dir is not None:
+                seeds = _run_bands(builder, reader, band_dir, config.worker_count)
+            else:
+                builder.run()
+        if measured:
+            info["reduced_levels"] = _measured_info(builder, config.min_psnr)
+            documents[ROOT_KEY] = _root_document(spec, name, config, info, reader.icc_profile)
         sink.write(ROOT_KEY, documents[ROOT_KEY])
         sink.remove(BUILD_MARKER)
+        sink.remove(STEPS_KEY)
     except (SlideError, SourceReadError) as exc:
         # the same bytes would fail again: nothing to resume, leave nothing behind
         sink.clear()
@@ -736,11 +940,11 @@ def build_pyramid(
         raise SourceReadError(f"{type(exc).__name__}: {exc}") from exc
     if partial is not None and target is not None:
         _publish_local(partial, target)
-    builder._report(final=True)
+    first._report(final=True)
     logger.info(
         "converted %d tiles (%d already present) in %.1f s",
-        builder.done,
-        builder.skipped,
-        time.monotonic() - builder.started,
+        first.done,
+        first.skipped,
+        time.monotonic() - first.started,
     )
     return replace(spec)
