@@ -9,8 +9,10 @@ its mean squared error, so the sums decide; glass tiles count, as in the issue's
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -18,10 +20,26 @@ import simplejpeg
 
 from tiling.codec import MAX_STEP, decode_jpeg, encode_jpeg_flat
 
-__all__ = ["SampleTile", "coarsest_step", "psnr_db", "squared_error"]
+__all__ = [
+    "MAX_REPAIRS",
+    "SAMPLE_TILES",
+    "SampleTile",
+    "choose_steps",
+    "coarsest_step",
+    "finer_steps",
+    "measured_info",
+    "psnr_db",
+    "saved_steps",
+    "squared_error",
+]
 
 RGB = npt.NDArray[np.uint8]
 SampleTile = tuple[RGB, int, int]  # (tile pixels as the build makes them, valid_w, valid_h)
+
+SAMPLE_TILES = 128  # level-0 tiles whose reductions sample every level (all when fewer)
+SAMPLE_MARGIN_DB = 0.25  # the sample aims this much above the floor: a level rarely misses
+DEEP_STEP_FACTOR = 0.85  # unsampled (tiny) levels: finer than the level below, denser detail
+MAX_REPAIRS = 4
 
 
 def squared_error(pixels: RGB, data: bytes, valid_w: int, valid_h: int) -> int:
@@ -77,3 +95,57 @@ def coarsest_step(tiles: Sequence[SampleTile], min_psnr: float, start: float = 1
                 guess = min(max(guess, passing + 1), failing - 1)
         half = guess
     return max(passing, 2) / 2
+
+
+def choose_steps(patches: Sequence[Sequence[SampleTile]], min_psnr: float) -> list[float]:
+    """Per reduced level (index = level; ``patches[level]`` its sample), the coarsest flat step
+    whose PSNR on the sample clears ``min_psnr`` plus a margin. Levels without a sample
+    (patches under 8 px) get a finer step than the level below: their detail is denser."""
+    steps = [0.0]
+    for level in range(1, len(patches)):
+        if patches[level]:
+            start = steps[-1] or 16
+            steps.append(coarsest_step(patches[level], min_psnr + SAMPLE_MARGIN_DB, start=start))
+        else:
+            steps.append(max(1.0, round(2 * steps[-1] * DEEP_STEP_FACTOR) / 2))
+    return steps
+
+
+def saved_steps(data: bytes | None, levels: int) -> list[float] | None:
+    """Steps a killed run chose and saved, or None when absent or not for these levels."""
+    try:
+        steps = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    if not isinstance(steps, list) or len(steps) != levels:
+        return None
+    if not all(isinstance(step, (int, float)) and 0 <= step <= 255 for step in steps):
+        return None
+    return [float(step) for step in steps]
+
+
+def finer_steps(
+    steps: Sequence[float], psnr: Sequence[float], failing: Iterable[int], floor: float
+) -> list[float]:
+    """Finer steps for levels measured below ``floor``: scaled by the miss (MSE ~ step**2)."""
+    new = list(steps)
+    for level in failing:
+        scaled = math.floor(2 * steps[level] * 10 ** ((psnr[level] - floor - 0.3) / 20)) / 2
+        new[level] = max(1.0, min(steps[level] - 0.5, scaled))
+    return new
+
+
+def measured_info(steps: Sequence[float], psnr: Sequence[float], min_psnr: float) -> dict[str, Any]:
+    """What the pyramid's metadata says of its reduced levels: steps and measured PSNR."""
+    return {
+        "encoding": "jpeg 4:4:4, flat quantisation tables",
+        "min_psnr_db": min_psnr,
+        "levels": [
+            {
+                "level": level,
+                "step": steps[level],
+                "psnr_db": None if math.isinf(psnr[level]) else round(psnr[level], 2),
+            }
+            for level in range(1, len(steps))
+        ],
+    }

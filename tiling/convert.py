@@ -28,7 +28,6 @@ import ctypes
 import ctypes.util
 import errno
 import hashlib
-import io
 import itertools
 import json
 import logging
@@ -53,11 +52,20 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import simplejpeg
-from PIL import Image
 
 from tiling._metadata import ROOT_KEY, pyramid_documents
-from tiling._psnr import SampleTile, coarsest_step, psnr_db, squared_error
+from tiling._pixels import downsample2, half_decode, pad_edges
+from tiling._psnr import (
+    MAX_REPAIRS,
+    SAMPLE_TILES,
+    SampleTile,
+    choose_steps,
+    finer_steps,
+    measured_info,
+    psnr_db,
+    saved_steps,
+    squared_error,
+)
 from tiling._sink import ChunkSink, LocalSink, StoreSink
 from tiling.codec import decode_jpeg, encode_jpeg, encode_jpeg_flat
 from tiling.config import TilingConfig
@@ -104,80 +112,6 @@ def source_digest(path: Path) -> tuple[str, int]:
                 digest.update(chunk)
                 size += len(chunk)
     return digest.hexdigest(), size
-
-
-# ---------------------------------------------------------------------------- pixels
-
-
-def downsample2(tile: RGB, valid_w: int, valid_h: int) -> RGB:
-    """2x area average of ``tile[:valid_h, :valid_w]`` into a half-size tile padded with white.
-
-    An odd last row/column averages with itself (the DeepZoom ceil rule), so edges stay exact.
-    """
-    th, tw = tile.shape[0] // 2, tile.shape[1] // 2
-    out = np.full((th, tw, 3), FILL_VALUE, dtype=np.uint8)
-    src = tile[:valid_h, :valid_w]
-    if valid_h % 2 or valid_w % 2:
-        src = np.pad(src, ((0, valid_h % 2), (0, valid_w % 2), (0, 0)), mode="edge")
-    acc = src[0::2, 0::2].astype(np.uint16)
-    acc += src[1::2, 0::2]
-    acc += src[0::2, 1::2]
-    acc += src[1::2, 1::2]
-    # sum / 4 rounded half to even: round-half-up would add +1/8 per level on average,
-    # a drift that compounds down the pyramid (visible on dark fluorescence slides)
-    quotient = acc >> 2
-    rest = acc & 3
-    quotient += (rest > 2) | ((rest == 2) & (quotient & 1).astype(bool))
-    out[: acc.shape[0], : acc.shape[1]] = quotient
-    return out
-
-
-def pad_edges(tile: RGB, valid_w: int, valid_h: int) -> RGB:
-    """Replicate the last valid row/column into the padding before JPEG encoding.
-
-    Readers crop the padding away, but white padding next to dark tissue rings back into the
-    image's edge pixels through the 8x8 DCT (up to ~50 levels here); a replicated edge does not.
-    """
-    th, tw = tile.shape[:2]
-    if valid_w >= tw and valid_h >= th:
-        return tile
-    out = tile.copy()
-    out[:valid_h, valid_w:] = out[:valid_h, valid_w - 1 : valid_w]
-    out[valid_h:, :] = out[valid_h - 1 : valid_h, :]
-    return out
-
-
-def half_decode(data: bytes, tile_w: int, tile_h: int) -> RGB | None:
-    """Decode a JPEG at 1/2 scale with libjpeg's scaled IDCT; None when the decoder cannot.
-
-    simplejpeg does it in one C call without the GIL (0.22 ms per 256 px tile here); Pillow's
-    ``draft`` gives the same pixels but parses markers in Python (0.33 ms, GIL held longer).
-    """
-    try:
-        header = simplejpeg.decode_jpeg_header(data)
-        if (header[1], header[0]) == (tile_w, tile_h):
-            half: RGB = simplejpeg.decode_jpeg(
-                data,
-                colorspace="RGB",
-                min_width=tile_w // 2,
-                min_height=tile_h // 2,
-                min_factor=2,
-            )
-            if half.shape == (tile_h // 2, tile_w // 2, 3):
-                return half
-    except (ValueError, RuntimeError):
-        pass  # not a JPEG simplejpeg decodes (e.g. CMYK): try Pillow
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format != "JPEG" or image.size != (tile_w, tile_h):
-                return None
-            image.draft("RGB", (tile_w // 2, tile_h // 2))
-            if image.size != (tile_w // 2, tile_h // 2):
-                return None
-            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError):
-        return None
-    return array
 
 
 # ---------------------------------------------------------------------------- output
@@ -634,54 +568,6 @@ def _bands_apply(reader: SlideReader, spec: PyramidSpec, config: TilingConfig) -
     )
 
 
-# ---------------------------------------------------------------------------- measured steps
-
-SAMPLE_TILES = 128  # level-0 tiles whose reductions sample every level (all when fewer)
-SAMPLE_MARGIN_DB = 0.25  # the sample aims this much above the floor: a level rarely misses
-DEEP_STEP_FACTOR = 0.85  # unsampled (tiny) levels: finer than the level below, denser detail
-MAX_REPAIRS = 4
-
-
-def _choose_steps(builder: _Builder, min_psnr: float) -> list[float]:
-    """Per reduced level, the coarsest flat step whose PSNR on a sample of the level's own
-    pixels clears ``min_psnr`` plus a margin (index = level; level 0 is copied or uses quality).
-    Levels too small to sample (patches under 8 px) get a finer step than the level below."""
-    patches = builder.sample_patches(SAMPLE_TILES)
-    steps = [0.0]
-    for level in range(1, builder.levels):
-        if patches[level]:
-            start = steps[-1] or 16
-            target = min_psnr + SAMPLE_MARGIN_DB
-            steps.append(coarsest_step(patches[level], target, start=start))
-        else:
-            steps.append(max(1.0, round(2 * steps[-1] * DEEP_STEP_FACTOR) / 2))
-    return steps
-
-
-def _saved_steps(data: bytes | None, levels: int) -> list[float] | None:
-    """Steps a killed run chose (``STEPS_KEY``), or None when absent or not for these levels."""
-    try:
-        steps = json.loads(data) if data is not None else None
-    except ValueError:
-        return None
-    if not isinstance(steps, list) or len(steps) != levels:
-        return None
-    if not all(isinstance(step, (int, float)) and 0 <= step <= 255 for step in steps):
-        return None
-    return [float(step) for step in steps]
-
-
-def _finer(
-    steps: Sequence[float], psnr: Sequence[float], failing: Iterable[int], floor: float
-) -> list[float]:
-    """Finer steps for levels measured below ``floor``: scaled by the miss (MSE ~ step**2)."""
-    new = list(steps)
-    for level in failing:
-        scaled = math.floor(2 * steps[level] * 10 ** ((psnr[level] - floor - 0.3) / 20)) / 2
-        new[level] = max(1.0, min(steps[level] - 0.5, scaled))
-    return new
-
-
 # ---------------------------------------------------------------------------- entry point
 
 
@@ -726,24 +612,6 @@ def _associated(reader: SlideReader) -> dict[str, np.ndarray]:
             continue
         images[name] = pixels
     return images
-
-
-def _measured_info(builder: _Builder, min_psnr: float) -> dict[str, Any]:
-    """What the pyramid's metadata says of its reduced levels: steps and measured PSNR."""
-    psnr = builder.level_psnr()
-    steps = builder.steps or []
-    return {
-        "encoding": "jpeg 4:4:4, flat quantisation tables",
-        "min_psnr_db": min_psnr,
-        "levels": [
-            {
-                "level": level,
-                "step": steps[level],
-                "psnr_db": None if math.isinf(psnr[level]) else round(psnr[level], 2),
-            }
-            for level in range(1, builder.levels)
-        ],
-    }
 
 
 def _root_document(
@@ -893,9 +761,9 @@ def build_pyramid(
         measured = config.min_psnr > 0 and spec.level_count > 1
         if measured:
             saved = sink.read(STEPS_KEY) if resumed else None
-            builder.steps = _saved_steps(saved, spec.level_count)
+            builder.steps = saved_steps(saved, spec.level_count)
             if builder.steps is None:  # a resumed build keeps its steps: no second sample
-                builder.steps = _choose_steps(builder, config.min_psnr)
+                builder.steps = choose_steps(builder.sample_patches(SAMPLE_TILES), config.min_psnr)
                 sink.write(STEPS_KEY, json.dumps(builder.steps).encode())
             logger.info("reduced levels: flat steps %s", builder.steps[1:])
         band_dir = partial if partial is not None and _bands_apply(reader, spec, config) else None
@@ -917,7 +785,7 @@ def build_pyramid(
                 config.min_psnr,
             )
             previous = builder
-            builder = make_builder(_finer(steps, psnr, failing, config.min_psnr), failing)
+            builder = make_builder(finer_steps(steps, psnr, failing, config.min_psnr), failing)
             sink.write(STEPS_KEY, json.dumps(builder.steps).encode())
             if bands and min(failing) > BAND_LEVELS:  # rebuilt from the bands' quadrants alone
                 builder.sse[: BAND_LEVELS + 1] = previous.sse[: BAND_LEVELS + 1]
@@ -927,7 +795,9 @@ def build_pyramid(
             else:
                 builder.run()
         if measured:
-            info["reduced_levels"] = _measured_info(builder, config.min_psnr)
+            info["reduced_levels"] = measured_info(
+                builder.steps or [], builder.level_psnr(), config.min_psnr
+            )
             documents[ROOT_KEY] = _root_document(spec, name, config, info, reader.icc_profile)
         sink.write(ROOT_KEY, documents[ROOT_KEY])
         sink.remove(BUILD_MARKER)
