@@ -84,10 +84,13 @@ def encode_jpeg_flat(tile: npt.NDArray[np.uint8], step: float) -> bytes:
         raise ValueError(f"quantiser step {step} not a multiple of 0.5 in 1..255")
     low = int(step)
     table = [low + (i % 2 if step != low else 0) for i in range(64)]
+    image = Image.fromarray(np.ascontiguousarray(tile))
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(tile)).save(
-        buffer, "JPEG", qtables=[table, table], subsampling=0, optimize=True
-    )
+    try:
+        image.save(buffer, "JPEG", qtables=[table, table], subsampling=0, optimize=True)
+    except OSError:  # Pillow's one-shot buffer for optimize is 2 bytes/px: fine steps overflow it
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", qtables=[table, table], subsampling=0, optimize=False)
     return buffer.getvalue()
 
 
