@@ -39,8 +39,10 @@ __all__ = [
     "encode_jpeg_flat",
 ]
 
-# 4:4:4 at Q90 by default: H&E carries chroma detail that 4:2:0 loses (~32-34 dB on CMU-1
-# whatever the quality); 4:4:4 Q90 keeps every reduced level >= 35 dB. Any of them is baseline.
+# 4:4:4 at Q90 for a re-encoded level 0 (and reduced levels with --min-psnr 0): H&E carries
+# chroma detail that 4:2:0 loses (~32-34 dB on CMU-1 whatever the quality). Reduced levels
+# default to encode_jpeg_flat at a measured step. Any of them is baseline. The codec's zarr
+# configuration holds these values: what zarr-python would encode with; decoding ignores them.
 DEFAULT_QUALITY = 90
 DEFAULT_SUBSAMPLING = "444"
 SUBSAMPLINGS = ("420", "422", "444")

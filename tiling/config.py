@@ -41,7 +41,8 @@ class TilingConfig:
     """How pyramids are built.
 
     ``tile_size`` applies only when level 0 is re-encoded; copied levels keep the stored tile size.
-    ``subsampling`` is the JPEG chroma subsampling (420/422/444) of encoded tiles.
+    ``quality`` / ``subsampling`` (420/422/444) encode a re-encoded level 0 (and reduced levels
+    when ``min_psnr`` is 0).
     ``optimize_huffman`` trades ~0.4 ms per encoded tile for ~7 % smaller tiles.
     ``process_min_tiles``: from this many level-0 tiles on, column bands are built in
     ``workers`` processes (no shared GIL) instead of threads.
