@@ -92,12 +92,25 @@ def test_fine_steps_encode_noise() -> None:
         assert psnr(decode_jpeg(encode_jpeg_flat(noise, step)), noise) > 40.0
 
 
+@pytest.mark.parametrize(
+    ("process_min_tiles", "coarse"), [(10**9, (1, 2, 3, 4)), (0, (1, 4)), (0, (4,))]
+)
 def test_a_level_below_the_floor_is_re_encoded_finer(
-    cmu_svs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cmu_svs: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    process_min_tiles: int,
+    coarse: tuple[int, ...],
 ) -> None:
-    """A sample that picked too coarse a step: the measured level misses, and is redone."""
-    monkeypatch.setattr(convert, "choose_steps", lambda patches, floor: [0.0] + [24.0] * 4)
-    pyramid = _build(cmu_svs, tmp_path / "cmu.zarr")
+    """A sample that picked too coarse a step: the measured level misses, and is redone (by
+    threads; by band processes; level 4 alone from the bands' level-3 quadrants)."""
+
+    def too_coarse(patches: object, floor: float) -> list[float]:
+        return [0.0] + [24.0 if level in coarse else 8.0 for level in range(1, 5)]
+
+    monkeypatch.setattr(convert, "choose_steps", too_coarse)
+    config = TilingConfig(process_min_tiles=process_min_tiles)
+    pyramid = _build(cmu_svs, tmp_path / "cmu.zarr", config)
     levels = pyramid.metadata["iain"]["reduced_levels"]["levels"]
     assert any(entry["step"] < 24 for entry in levels)
     assert all(entry["psnr_db"] >= 35.5 for entry in levels)
