@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import hashlib
 import itertools
 import json
@@ -34,7 +33,6 @@ import logging
 import math
 import multiprocessing
 import os
-import shutil
 import signal
 import threading
 import time
@@ -66,6 +64,7 @@ from tiling._psnr import (
     saved_steps,
     squared_error,
 )
+from tiling._publish import publish_local
 from tiling._sink import ChunkSink, LocalSink, StoreSink
 from tiling.codec import decode_jpeg, encode_jpeg, encode_jpeg_flat
 from tiling.config import TilingConfig
@@ -115,39 +114,6 @@ def source_digest(path: Path) -> tuple[str, int]:
 
 
 # ---------------------------------------------------------------------------- output
-
-
-def _renameat2_exchange(old: Path, new: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False when unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    func = getattr(libc, "renameat2", None)
-    if func is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    result = func(at_fdcwd, os.fsencode(old), at_fdcwd, os.fsencode(new), rename_exchange)
-    if result == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(new))
-
-
-def _publish_local(partial: Path, out: Path) -> None:
-    """Make ``partial`` appear at ``out``: OUT holds the old or the new pyramid at every instant."""
-    if out.exists() and _renameat2_exchange(partial, out):
-        shutil.rmtree(partial)  # now the old pyramid
-        return
-    if out.exists():
-        aside = out.with_name(f"{out.name}.old-{os.getpid()}")
-        os.rename(out, aside)
-        os.rename(partial, out)
-        shutil.rmtree(aside)
-        return
-    os.rename(partial, out)
 
 
 def _open_s3(url: str, config: TilingConfig) -> StoreSink:
@@ -809,7 +775,7 @@ def build_pyramid(
             raise
         raise SourceReadError(f"{type(exc).__name__}: {exc}") from exc
     if partial is not None and target is not None:
-        _publish_local(partial, target)
+        publish_local(partial, target)
     first._report(final=True)
     logger.info(
         "converted %d tiles (%d already present) in %.1f s",
