@@ -80,6 +80,14 @@ def make_slide(gigapixels: float) -> Path:
     return path
 
 
+def _pixels(slide: Path) -> int:
+    import tifffile
+
+    with tifffile.TiffFile(slide) as tif:
+        height, width = tif.pages[0].shape[:2]
+    return int(width * height)
+
+
 def tree_bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -119,9 +127,9 @@ def tools(slide: Path, work: Path) -> list[tuple[str, list[str], Path] | tuple[s
     py = sys.executable
     entries: list[tuple[str, list[str], Path] | tuple[str, None, str]] = [
         ("iain", [py, "-c", IAIN_RUNNER, str(slide), str(work / "iain.zarr")], work / "iain.zarr"),
-        # the same at the peers' JPEG settings (4:2:0, Q85) for reduced levels
-        ("iain_420", ["env", "TILING_SUBSAMPLING=420", "TILING_QUALITY=85", py, "-c",
-                      IAIN_RUNNER, str(slide), str(work / "iain420.zarr")], work / "iain420.zarr"),
+        # the previous default: reduced levels at Q90 4:4:4 standard tables, not measured
+        ("iain_q90", ["env", "TILING_MIN_PSNR=0", py, "-c",
+                      IAIN_RUNNER, str(slide), str(work / "iainq90.zarr")], work / "iainq90.zarr"),
     ]  # fmt: skip
     try:
         import pyvips
@@ -156,7 +164,7 @@ def floor_seconds(slide: Path, cores: int) -> tuple[float, int, int, float, floa
     import numpy as np
 
     from tests.tiling.readers import TiffJpegReader
-    from tiling.codec import decode_jpeg, encode_jpeg
+    from tiling.codec import decode_jpeg, encode_jpeg_flat
     from tiling.layout import PyramidSpec
 
     reader = TiffJpegReader(slide)
@@ -175,7 +183,7 @@ def floor_seconds(slide: Path, cores: int) -> tuple[float, int, int, float, floa
     decode_rate = len(sample) / (time.process_time() - start)
     start = time.process_time()
     for tile in pixels:
-        encode_jpeg(np.ascontiguousarray(tile))
+        encode_jpeg_flat(np.ascontiguousarray(tile), 16.0)  # IAIN's reduced levels: flat tables
     encode_rate = len(pixels) / (time.process_time() - start)
     level0 = cols * rows
     reduced = sum(math.prod(spec.grid(k)) for k in range(1, spec.level_count))
@@ -193,16 +201,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=float, nargs="+", default=[0.4, 1.6], choices=[0.4, 1.6])
     parser.add_argument("--repeat", type=int, default=1, help="runs per tool (median)")
     parser.add_argument("--only", nargs="*", help="tools to run (default: all)")
+    parser.add_argument(
+        "--slide", type=Path, action="append", help="bench this slide instead of --sizes"
+    )
     args = parser.parse_args(argv)
     cores = len(os.sched_getaffinity(0))
     print(f"machine: {cores} cores, load average {os.getloadavg()[0]:.1f} at start")
-    for gigapixels in args.sizes:
-        slide = make_slide(gigapixels)
+    slides = args.slide or [make_slide(gigapixels) for gigapixels in args.sizes]
+    for slide in slides:
+        gigapixels = round(_pixels(slide) / 1e9, 2)
         with slide.open("rb") as handle:  # warm the page cache, as for every tool
             while handle.read(1 << 24):
                 pass
         source_mb = slide.stat().st_size / 1e6
-        work = OUT / f"work{int(gigapixels * 10):02d}"
+        work = OUT / f"work-{slide.stem}"
         work.mkdir(parents=True, exist_ok=True)
         floor, n0, nr, dec, enc = floor_seconds(slide, cores)
         print(f"\n== {gigapixels} GP: {slide.name}, {source_mb:.1f} MB; floor {floor:.2f} s "

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from tiling.config import TilingConfig
+from tiling.config import DEFAULT_MIN_PSNR, TilingConfig
 from tiling.convert import Progress, ProgressCallback, build_pyramid
 from tiling.errors import TilingError
 from wsi.errors import SlideError
@@ -79,8 +79,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("slide", help="slide file (any format wsi opens)")
     parser.add_argument("out", help="output directory (SLIDE.zarr) or s3://bucket/prefix")
     parser.add_argument("--mpp", type=float, help="override microns per pixel (x = y)")
-    parser.add_argument("--quality", type=int, help="JPEG quality of encoded tiles (1..100)")
-    parser.add_argument("--subsampling", choices=("420", "422", "444"), help="JPEG chroma")
+    parser.add_argument(
+        "--min-psnr",
+        type=float,
+        metavar="DB",
+        help="floor for every reduced level's PSNR against the 2x area average of level 0 it "
+        "encodes, measured on every tile; reduced levels use flat-table JPEG at the coarsest "
+        f"step per level that keeps it (default {DEFAULT_MIN_PSNR:g}; 0: use --quality and "
+        "--subsampling)",
+    )
+    parser.add_argument(
+        "--quality", type=int, help="JPEG quality of a re-encoded level 0 (1..100; default 90)"
+    )
+    parser.add_argument("--subsampling", choices=("420", "422", "444"), help="its JPEG chroma")
     parser.add_argument("--tile-size", type=int, help="tile size when level 0 is re-encoded")
     parser.add_argument("--workers", type=int, help="threads (default: one per core)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
@@ -98,6 +109,7 @@ def _convert(args: argparse.Namespace) -> int:
         subsampling=config.subsampling if args.subsampling is None else args.subsampling,
         tile_size=config.tile_size if args.tile_size is None else args.tile_size,
         workers=config.workers if args.workers is None else args.workers,
+        min_psnr=config.min_psnr if args.min_psnr is None else args.min_psnr,
     )
     if args.mpp is not None and not 0 < args.mpp < 1000:
         raise ValueError(f"--mpp {args.mpp} is not a plausible microns-per-pixel value")

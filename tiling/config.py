@@ -8,7 +8,12 @@ from dataclasses import dataclass, field
 
 from tiling.codec import DEFAULT_QUALITY, DEFAULT_SUBSAMPLING, SUBSAMPLINGS
 
-__all__ = ["TilingConfig"]
+__all__ = ["DEFAULT_MIN_PSNR", "TilingConfig"]
+
+# the issue's floor for reduced levels is 35 dB against an area average of level 0; the
+# converter measures against its own reduced pixels, whose level 1 comes from libjpeg's
+# scaled IDCT (46-52 dB from the exact average on H&E): 0.5 dB of headroom covers that
+DEFAULT_MIN_PSNR = 35.5
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -21,16 +26,30 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name}={raw!r} is not an integer") from exc
 
 
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not a number") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class TilingConfig:
     """How pyramids are built.
 
     ``tile_size`` applies only when level 0 is re-encoded; copied levels keep the stored tile size.
-    ``subsampling`` is the JPEG chroma subsampling (420/422/444) of encoded tiles.
+    ``quality`` / ``subsampling`` (420/422/444) encode a re-encoded level 0 (and reduced levels
+    when ``min_psnr`` is 0).
     ``optimize_huffman`` trades ~0.4 ms per encoded tile for ~7 % smaller tiles.
     ``process_min_tiles``: from this many level-0 tiles on, column bands are built in
     ``workers`` processes (no shared GIL) instead of threads.
     ``workers`` threads run JPEG work (libjpeg-turbo releases the GIL); 0 means one per core.
+    ``min_psnr``: reduced levels use flat JPEG quantisation at the coarsest step per level whose
+    PSNR, measured on every encoded tile against the exact area-averaged pixels, is at least
+    this (dB); 0 turns it off: reduced levels then use ``quality`` / ``subsampling`` as level 0.
     ``s3_options`` go to s3fs (endpoint_url, key, secret, ...) for ``s3://`` outputs.
     """
 
@@ -40,6 +59,7 @@ class TilingConfig:
     tile_size: int = 256
     workers: int = 0
     process_min_tiles: int = 2048
+    min_psnr: float = DEFAULT_MIN_PSNR
     s3_options: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -49,6 +69,8 @@ class TilingConfig:
             raise ValueError(f"subsampling {self.subsampling!r} not in {SUBSAMPLINGS}")
         if self.tile_size < 16 or self.tile_size > 4096 or self.tile_size % 16:
             raise ValueError(f"tile size {self.tile_size} must be a multiple of 16 in 16..4096")
+        if not (self.min_psnr == 0 or 20 <= self.min_psnr <= 60):
+            raise ValueError(f"min PSNR {self.min_psnr} dB must be 0 (off) or in 20..60")
         if self.workers < 0:
             raise ValueError(f"workers {self.workers} must be >= 0")
 
@@ -69,5 +91,6 @@ class TilingConfig:
             tile_size=_int(env, "TILING_TILE_SIZE", 256),
             workers=_int(env, "TILING_WORKERS", 0),
             process_min_tiles=_int(env, "TILING_PROCESS_MIN_TILES", 2048),
+            min_psnr=_float(env, "TILING_MIN_PSNR", DEFAULT_MIN_PSNR),
             s3_options=s3,
         )

@@ -26,16 +26,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import hashlib
-import io
 import itertools
 import json
 import logging
 import math
 import multiprocessing
 import os
-import shutil
 import signal
 import threading
 import time
@@ -53,12 +50,23 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import simplejpeg
-from PIL import Image
 
 from tiling._metadata import ROOT_KEY, pyramid_documents
+from tiling._pixels import downsample2, half_decode, pad_edges
+from tiling._psnr import (
+    MAX_REPAIRS,
+    SAMPLE_TILES,
+    SampleTile,
+    choose_steps,
+    finer_steps,
+    measured_info,
+    psnr_db,
+    saved_steps,
+    squared_error,
+)
+from tiling._publish import publish_local
 from tiling._sink import ChunkSink, LocalSink, StoreSink
-from tiling.codec import decode_jpeg, encode_jpeg
+from tiling.codec import decode_jpeg, encode_jpeg, encode_jpeg_flat
 from tiling.config import TilingConfig
 from tiling.errors import InvalidOutputError, OutputExistsError, SourceReadError, TilingError
 from tiling.layout import ASSOCIATED_GROUP, FILL_VALUE, PyramidSpec, chunk_key
@@ -71,6 +79,7 @@ logger = logging.getLogger(__name__)
 
 CONVERTER_VERSION = "iain-tiling 0.1.0"
 BUILD_MARKER = ".iain-build.json"  # in a partial output only; says which source/settings it holds
+STEPS_KEY = ".iain-steps.json"  # in a partial output only: the reduced levels' steps, for resuming
 
 RGB = npt.NDArray[np.uint8]
 
@@ -104,114 +113,7 @@ def source_digest(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-# ---------------------------------------------------------------------------- pixels
-
-
-def downsample2(tile: RGB, valid_w: int, valid_h: int) -> RGB:
-    """2x area average of ``tile[:valid_h, :valid_w]`` into a half-size tile padded with white.
-
-    An odd last row/column averages with itself (the DeepZoom ceil rule), so edges stay exact.
-    """
-    th, tw = tile.shape[0] // 2, tile.shape[1] // 2
-    out = np.full((th, tw, 3), FILL_VALUE, dtype=np.uint8)
-    src = tile[:valid_h, :valid_w]
-    if valid_h % 2 or valid_w % 2:
-        src = np.pad(src, ((0, valid_h % 2), (0, valid_w % 2), (0, 0)), mode="edge")
-    acc = src[0::2, 0::2].astype(np.uint16)
-    acc += src[1::2, 0::2]
-    acc += src[0::2, 1::2]
-    acc += src[1::2, 1::2]
-    # sum / 4 rounded half to even: round-half-up would add +1/8 per level on average,
-    # a drift that compounds down the pyramid (visible on dark fluorescence slides)
-    quotient = acc >> 2
-    rest = acc & 3
-    quotient += (rest > 2) | ((rest == 2) & (quotient & 1).astype(bool))
-    out[: acc.shape[0], : acc.shape[1]] = quotient
-    return out
-
-
-def pad_edges(tile: RGB, valid_w: int, valid_h: int) -> RGB:
-    """Replicate the last valid row/column into the padding before JPEG encoding.
-
-    Readers crop the padding away, but white padding next to dark tissue rings back into the
-    image's edge pixels through the 8x8 DCT (up to ~50 levels here); a replicated edge does not.
-    """
-    th, tw = tile.shape[:2]
-    if valid_w >= tw and valid_h >= th:
-        return tile
-    out = tile.copy()
-    out[:valid_h, valid_w:] = out[:valid_h, valid_w - 1 : valid_w]
-    out[valid_h:, :] = out[valid_h - 1 : valid_h, :]
-    return out
-
-
-def half_decode(data: bytes, tile_w: int, tile_h: int) -> RGB | None:
-    """Decode a JPEG at 1/2 scale with libjpeg's scaled IDCT; None when the decoder cannot.
-
-    simplejpeg does it in one C call without the GIL (0.22 ms per 256 px tile here); Pillow's
-    ``draft`` gives the same pixels but parses markers in Python (0.33 ms, GIL held longer).
-    """
-    try:
-        header = simplejpeg.decode_jpeg_header(data)
-        if (header[1], header[0]) == (tile_w, tile_h):
-            half: RGB = simplejpeg.decode_jpeg(
-                data,
-                colorspace="RGB",
-                min_width=tile_w // 2,
-                min_height=tile_h // 2,
-                min_factor=2,
-            )
-            if half.shape == (tile_h // 2, tile_w // 2, 3):
-                return half
-    except (ValueError, RuntimeError):
-        pass  # not a JPEG simplejpeg decodes (e.g. CMYK): try Pillow
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format != "JPEG" or image.size != (tile_w, tile_h):
-                return None
-            image.draft("RGB", (tile_w // 2, tile_h // 2))
-            if image.size != (tile_w // 2, tile_h // 2):
-                return None
-            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError):
-        return None
-    return array
-
-
 # ---------------------------------------------------------------------------- output
-
-
-def _renameat2_exchange(old: Path, new: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False when unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    func = getattr(libc, "renameat2", None)
-    if func is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    result = func(at_fdcwd, os.fsencode(old), at_fdcwd, os.fsencode(new), rename_exchange)
-    if result == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(new))
-
-
-def _publish_local(partial: Path, out: Path) -> None:
-    """Make ``partial`` appear at ``out``: OUT holds the old or the new pyramid at every instant."""
-    if out.exists() and _renameat2_exchange(partial, out):
-        shutil.rmtree(partial)  # now the old pyramid
-        return
-    if out.exists():
-        aside = out.with_name(f"{out.name}.old-{os.getpid()}")
-        os.rename(out, aside)
-        os.rename(partial, out)
-        shutil.rmtree(aside)
-        return
-    os.rename(partial, out)
 
 
 def _open_s3(url: str, config: TilingConfig) -> StoreSink:
@@ -252,6 +154,8 @@ class _Builder:
         optimize: bool,
         workers: int,
         progress: ProgressCallback | None,
+        steps: Sequence[float] | None = None,
+        redo: frozenset[int] = frozenset(),
     ) -> None:
         self.reader = reader
         self.sink = sink
@@ -273,6 +177,11 @@ class _Builder:
         self._parents: list[dict[tuple[int, int], _Parent]] = [{} for _ in range(self.levels)]
         self._last_report = 0.0
         self.exported: list[_Result] = []
+        # flat quantiser step per level (None: reduced levels at ``quality`` like level 0);
+        # ``redo`` levels are re-encoded even where a chunk exists (a too-coarse first step)
+        self.steps = list(steps) if steps is not None else None
+        self.redo = redo
+        self.sse = [0] * self.levels  # measured squared error per level, exact integers
 
     def _count_skip(self) -> None:
         with self._count_lock:
@@ -294,8 +203,6 @@ class _Builder:
 
     def _level0_task(self, col: int, row: int) -> _Result:
         key = chunk_key(0, col, row)
-        valid_w, valid_h = self._valid(0, col, row)
-        tw, th = self.spec.tile_width, self.spec.tile_height
         data = self.sink.read(key) if self.sink.exists(key) else None
         pixels: RGB | None = None
         if data is not None:
@@ -305,16 +212,29 @@ class _Builder:
             data = self.reader.read_stored_tile(0, col, row)
             self.sink.write(key, data)
         else:
-            region = self.reader.read_region((col * tw, row * th), 0, (valid_w, valid_h))
-            pixels = np.full((th, tw, 3), FILL_VALUE, dtype=np.uint8)
-            pixels[:valid_h, :valid_w] = region[:valid_h, :valid_w, :3]
-            padded = pad_edges(pixels, valid_w, valid_h)
+            pixels = self._level0_pixels(col, row)
+            padded = pad_edges(pixels, *self._valid(0, col, row))
             data = encode_jpeg(padded, self.quality, self.subsampling, self.optimize)
             self.sink.write(key, data)
         if self.levels == 1:
             if pixels is None:  # no reduced level will decode it: check the copy decodes
                 self._full_decode(data, col, row)
             return 0, col, row, None
+        return 0, col, row, self._quadrant0(col, row, data, pixels)
+
+    def _level0_pixels(self, col: int, row: int) -> RGB:
+        """A level-0 tile read through ``read_region``, white beyond the slide's edge."""
+        valid_w, valid_h = self._valid(0, col, row)
+        tw, th = self.spec.tile_width, self.spec.tile_height
+        region = self.reader.read_region((col * tw, row * th), 0, (valid_w, valid_h))
+        pixels = np.full((th, tw, 3), FILL_VALUE, dtype=np.uint8)
+        pixels[:valid_h, :valid_w] = region[:valid_h, :valid_w, :3]
+        return pixels
+
+    def _quadrant0(self, col: int, row: int, data: bytes, pixels: RGB | None) -> RGB:
+        """The 2x area average of level-0 tile (col, row): its quadrant of a level-1 tile."""
+        valid_w, valid_h = self._valid(0, col, row)
+        tw, th = self.spec.tile_width, self.spec.tile_height
         if pixels is None and valid_w % 2 == 0 and valid_h % 2 == 0:
             half = half_decode(data, tw, th)
             if half is not None:
@@ -322,10 +242,46 @@ class _Builder:
                     half = half.copy()
                     half[valid_h // 2 :] = FILL_VALUE
                     half[:, valid_w // 2 :] = FILL_VALUE
-                return 0, col, row, half
+                return half
         if pixels is None:
             pixels = self._full_decode(data, col, row)
-        return 0, col, row, downsample2(pixels, valid_w, valid_h)
+        return downsample2(pixels, valid_w, valid_h)
+
+    def sample_patches(self, count: int) -> list[list[SampleTile]]:
+        """Per level (index = level), the pixels the build will encode over up to ``count``
+        level-0 tiles spread across the slide (R2 low-discrepancy points): one tile read gives
+        its patch of every level (128 px at level 1, 64 at level 2, ...) down to 8 px, so even
+        the small levels are sampled at ``count`` places for the price of ``count`` reads."""
+        cols, rows = self.grids[0]
+        picked: dict[tuple[int, int], None] = {}
+        for i in range(4 * count):
+            if len(picked) >= min(count, cols * rows):
+                break
+            x, y = (0.5 + i * 0.7548776662) % 1.0, (0.5 + i * 0.5698402910) % 1.0
+            picked[(int(x * cols), int(y * rows))] = None
+        patches: list[list[SampleTile]] = [[] for _ in range(self.levels)]
+        for col, row in picked:
+            pixels = None if self.copy else self._level0_pixels(col, row)
+            data = self.reader.read_stored_tile(0, col, row) if self.copy else b""
+            width, height = self._valid(0, col, row)
+            tile = self._quadrant0(col, row, data, pixels)
+            for level in range(1, self.levels):
+                if level > 1:  # a patch, not a whole tile: even sides for the ceil rule
+                    tile = np.pad(tile, ((0, tile.shape[0] % 2), (0, tile.shape[1] % 2), (0, 0)))
+                    tile = downsample2(tile, width, height)
+                width, height = -(-width // 2), -(-height // 2)
+                if min(width, height) < 8:  # below one DCT block: not a fair sample
+                    break
+                patch = np.ascontiguousarray(tile[:height, :width])
+                patches[level].append((patch, width, height))
+        return patches
+
+    def level_psnr(self) -> list[float]:
+        """Measured PSNR of each level (index = level; level 0 is not measured: inf)."""
+        return [math.inf] + [
+            psnr_db(self.sse[level], 3 * math.prod(self.sizes[level]))
+            for level in range(1, self.levels)
+        ]
 
     def _full_decode(self, data: bytes, col: int, row: int) -> RGB:
         tw, th = self.spec.tile_width, self.spec.tile_height
@@ -343,11 +299,22 @@ class _Builder:
     def _reduced_task(self, level: int, col: int, row: int, pixels: RGB) -> _Result:
         key = chunk_key(level, col, row)
         valid_w, valid_h = self._valid(level, col, row)
-        if self.sink.exists(key):
+        data: bytes | None = None
+        if level not in self.redo and self.sink.exists(key):
             self._count_skip()
+            if self.steps is not None:  # resumed: its error still counts
+                data = self.sink.read(key)
         else:
             padded = pad_edges(pixels, valid_w, valid_h)
-            self.sink.write(key, encode_jpeg(padded, self.quality, self.subsampling, self.optimize))
+            if self.steps is not None:
+                data = encode_jpeg_flat(padded, self.steps[level])
+            else:
+                data = encode_jpeg(padded, self.quality, self.subsampling, self.optimize)
+            self.sink.write(key, data)
+        if self.steps is not None and data is not None:
+            sse = squared_error(pixels, data, valid_w, valid_h)
+            with self._count_lock:
+                self.sse[level] += sse
         if level + 1 >= self.levels:
             return level, col, row, None
         return level, col, row, downsample2(pixels, valid_w, valid_h)
@@ -473,6 +440,8 @@ class _BandJob:
     optimize: bool
     first_col: int
     end_col: int
+    steps: tuple[float, ...] | None
+    redo: frozenset[int]
 
 
 def _die_with_parent() -> None:
@@ -483,7 +452,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL(libc_name).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _run_band(job: _BandJob) -> tuple[list[_Result], int, int]:
+def _run_band(job: _BandJob) -> tuple[list[_Result], int, int, list[int]]:
     """Levels 0..BAND_LEVELS of one column band, in its own process (own GIL, own reader)."""
     from wsi import open_slide
 
@@ -499,20 +468,25 @@ def _run_band(job: _BandJob) -> tuple[list[_Result], int, int]:
             optimize=job.optimize,
             workers=1,
             progress=None,
+            steps=job.steps,
+            redo=job.redo,
         )
         builder.run(cols=range(job.first_col, job.end_col), export_level=BAND_LEVELS)
-        return builder.exported, builder.done, builder.skipped
+        return builder.exported, builder.done, builder.skipped, builder.sse
     finally:
         reader.close()
 
 
-def _run_bands(builder: _Builder, reader: SlideReader, partial: Path, workers: int) -> None:
+def _run_bands(
+    builder: _Builder, reader: SlideReader, partial: Path, workers: int
+) -> list[_Result]:
     """Build the pyramid with one process per core: bands below, threads for the top levels.
 
     Python threads share one GIL; on a busy machine a preempted thread holding it stalls the
     others, so a threaded build got ~15 % of a core where C converters got 40-100 %.
     Processes do not share it. Band quadrants of level BAND_LEVELS (1/64 of the level-0 area,
-    a few MB even for large slides) come back to this process, which builds the rest.
+    a few MB even for large slides) come back to this process, which builds the rest; they are
+    returned so that top levels can be rebuilt alone.
     """
     spec = builder.spec
     cols0 = builder.grids[0][0]
@@ -528,6 +502,8 @@ def _run_bands(builder: _Builder, reader: SlideReader, partial: Path, workers: i
             builder.optimize,
             first,
             min(first + width, cols0),
+            None if builder.steps is None else tuple(builder.steps),
+            builder.redo,
         )
         for first in range(0, cols0, width)
     ]
@@ -535,12 +511,14 @@ def _run_bands(builder: _Builder, reader: SlideReader, partial: Path, workers: i
     # fork: spawn would re-run the caller's __main__; the child only opens its own reader
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent) as pool:
-        for exported, done, skipped in pool.map(_run_band, jobs):
+        for exported, done, skipped, sse in pool.map(_run_band, jobs):
             seeds.extend(exported)
             builder.done += done
             builder.skipped += skipped
+            builder.sse = [a + b for a, b in zip(builder.sse, sse, strict=True)]
             builder._report()
     builder.run(seeds=seeds)
+    return seeds
 
 
 def _bands_apply(reader: SlideReader, spec: PyramidSpec, config: TilingConfig) -> bool:
@@ -602,6 +580,22 @@ def _associated(reader: SlideReader) -> dict[str, np.ndarray]:
     return images
 
 
+def _root_document(
+    spec: PyramidSpec, name: str, config: TilingConfig, info: dict[str, Any], icc: bytes | None
+) -> bytes:
+    """The root ``zarr.json`` alone (it holds the attributes; arrays live in their own keys)."""
+    documents = pyramid_documents(
+        spec,
+        name=name,
+        quality=config.quality,
+        subsampling=config.subsampling,
+        info=info,
+        icc_profile=icc,
+        associated={},
+    )
+    return documents[ROOT_KEY]
+
+
 def build_pyramid(
     reader: SlideReader,
     out: str | Path,
@@ -629,6 +623,7 @@ def build_pyramid(
         "quality": config.quality,
         "subsampling": config.subsampling,
         "copy": copy,
+        "min_psnr": config.min_psnr,
         "converter": CONVERTER_VERSION,
     }
     out_str = str(out)
@@ -696,17 +691,24 @@ def build_pyramid(
         " (resuming)" if resumed else "",
     )
 
-    builder = _Builder(
-        reader,
-        sink,
-        spec,
-        copy_level0=copy,
-        quality=config.quality,
-        subsampling=config.subsampling,
-        optimize=config.optimize_huffman,
-        workers=config.worker_count,
-        progress=progress,
-    )
+    def make_builder(
+        steps: Sequence[float] | None, redo: frozenset[int], report: bool = False
+    ) -> _Builder:
+        return _Builder(
+            reader,
+            sink,
+            spec,
+            copy_level0=copy,
+            quality=config.quality,
+            subsampling=config.subsampling,
+            optimize=config.optimize_huffman,
+            workers=config.worker_count,
+            progress=progress if report else None,
+            steps=steps,
+            redo=redo,
+        )
+
+    first = builder = make_builder(None, frozenset(), report=True)
     try:
         documents = pyramid_documents(
             spec,
@@ -722,12 +724,50 @@ def build_pyramid(
                 sink.write(key, data)
         if partial is not None and (partial / ASSOCIATED_GROUP).is_dir():
             os.chmod(partial / ASSOCIATED_GROUP, 0o700)
-        if partial is not None and _bands_apply(reader, spec, config):
-            _run_bands(builder, reader, partial, config.worker_count)
-        else:
+        measured = config.min_psnr > 0 and spec.level_count > 1
+        if measured:
+            saved = sink.read(STEPS_KEY) if resumed else None
+            builder.steps = saved_steps(saved, spec.level_count)
+            if builder.steps is None:  # a resumed build keeps its steps: no second sample
+                builder.steps = choose_steps(builder.sample_patches(SAMPLE_TILES), config.min_psnr)
+                sink.write(STEPS_KEY, json.dumps(builder.steps).encode())
+            logger.info("reduced levels: flat steps %s", builder.steps[1:])
+        band_dir = partial if partial is not None and _bands_apply(reader, spec, config) else None
+        bands = band_dir is not None
+        seeds = _run_bands(builder, reader, band_dir, config.worker_count) if band_dir else []
+        if band_dir is None:
             builder.run()
+        for _ in range(MAX_REPAIRS if measured else 0):
+            psnr = builder.level_psnr()
+            steps = builder.steps or []
+            failing = frozenset(
+                k for k in range(1, spec.level_count) if psnr[k] < config.min_psnr and steps[k] > 1
+            )
+            if not failing:
+                break
+            logger.info(
+                "levels %s measured below %.1f dB: re-encoding them finer",
+                sorted(failing),
+                config.min_psnr,
+            )
+            previous = builder
+            builder = make_builder(finer_steps(steps, psnr, failing, config.min_psnr), failing)
+            sink.write(STEPS_KEY, json.dumps(builder.steps).encode())
+            if bands and min(failing) > BAND_LEVELS:  # rebuilt from the bands' quadrants alone
+                builder.sse[: BAND_LEVELS + 1] = previous.sse[: BAND_LEVELS + 1]
+                builder.run(seeds=seeds)
+            elif band_dir is not None:
+                seeds = _run_bands(builder, reader, band_dir, config.worker_count)
+            else:
+                builder.run()
+        if measured:
+            info["reduced_levels"] = measured_info(
+                builder.steps or [], builder.level_psnr(), config.min_psnr
+            )
+            documents[ROOT_KEY] = _root_document(spec, name, config, info, reader.icc_profile)
         sink.write(ROOT_KEY, documents[ROOT_KEY])
         sink.remove(BUILD_MARKER)
+        sink.remove(STEPS_KEY)
     except (SlideError, SourceReadError) as exc:
         # the same bytes would fail again: nothing to resume, leave nothing behind
         sink.clear()
@@ -735,12 +775,12 @@ def build_pyramid(
             raise
         raise SourceReadError(f"{type(exc).__name__}: {exc}") from exc
     if partial is not None and target is not None:
-        _publish_local(partial, target)
-    builder._report(final=True)
+        publish_local(partial, target)
+    first._report(final=True)
     logger.info(
         "converted %d tiles (%d already present) in %.1f s",
-        builder.done,
-        builder.skipped,
-        time.monotonic() - builder.started,
+        first.done,
+        first.skipped,
+        time.monotonic() - first.started,
     )
     return replace(spec)

@@ -87,9 +87,10 @@ def test_edge_tiles_exact_when_re_encoded(source_file: Path, tmp_path: Path) -> 
         w, h = spec.level_size(level)
         reduced = pyramid.read_region(level, 0, 0, w, h).astype(int)
         assert psnr(reduced, references[level]) >= 35.0
-        # the ceil rule at the odd edges: last row / column average only what exists
-        assert np.abs(reduced[-1] - references[level][-1]).mean() < 3.0
-        assert np.abs(reduced[:, -1] - references[level][:, -1]).mean() < 3.0
+        # the ceil rule at the odd edges: last row / column average only what exists (white
+        # averaged in would be off by ~50), so they are as close as the level as a whole
+        error = np.abs(reduced - references[level])
+        assert error[-1].mean() < error.mean() + 1.0 and error[:, -1].mean() < error.mean() + 1.0
     # outside the image reads as white, inside the edge tile exactly the image
     corner = pyramid.read_region(0, 991, 691, 20, 20)
     assert np.array_equal(corner[:10, :10], got[691:, 991:])

@@ -49,10 +49,9 @@ def test_real_slide_level0_and_reduced_levels(
     references = reference_levels(got, spec.level_count)
     for level in range(1, spec.level_count):
         w, h = spec.level_size(level)
-        # Known limit: the NDPI is DAPI fluorescence, blue dots on black; that signal lives in
-        # JPEG's coarsely quantised chroma, and small levels fall to ~34 dB (levels >= 4).
-        floor = 33.0 if name.endswith(".ndpi") and level >= 4 else 35.0
-        assert psnr(pyramid.read_region(level, 0, 0, w, h), references[level]) >= floor, level
+        # every slide, the DAPI-on-black NDPI included (its levels >= 4 fell to 33.7-34.3 dB at
+        # Q90's standard tables, whose chroma steps are coarse; the measured step keeps 35)
+        assert psnr(pyramid.read_region(level, 0, 0, w, h), references[level]) >= 35.0, level
 
 
 def test_band_processes_write_the_same_bytes_as_threads(slides_dir: Path, tmp_path: Path) -> None:
