@@ -24,9 +24,14 @@ __all__ = ["MAX_TRACE_PIXELS", "RowTracer", "mask_to_features", "write_geojson"]
 MAX_TRACE_PIXELS = 4096 * 4096
 
 
+def _roll1(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``np.roll(values, 1, axis=0)`` without its generic-axis overhead (a few thousand rings)."""
+    return np.concatenate((values[-1:], values[:-1]))
+
+
 def _ring_area(ring: npt.NDArray[np.float64]) -> float:
     x, y = ring[:, 0], ring[:, 1]
-    return 0.5 * float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+    return 0.5 * float(abs(np.dot(x, _roll1(y)) - np.dot(y, _roll1(x))))
 
 
 def _drop_collinear(points: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -35,7 +40,7 @@ def _drop_collinear(points: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     ring = points[:-1] if len(points) > 1 and np.array_equal(points[0], points[-1]) else points
     if len(ring) < 3:
         return points
-    prev, nxt = np.roll(ring, 1, axis=0), np.roll(ring, -1, axis=0)
+    prev, nxt = _roll1(ring), np.concatenate((ring[1:], ring[:1]))
     cross = (ring[:, 0] - prev[:, 0]) * (nxt[:, 1] - ring[:, 1]) - (ring[:, 1] - prev[:, 1]) * (
         nxt[:, 0] - ring[:, 0]
     )
@@ -103,8 +108,12 @@ def _region_feature(
     rings.sort(key=_ring_area, reverse=True)  # the exterior encloses the most area
     coordinates = []
     for ring in rings:
-        # tolist: the same Python floats as float(), without a numpy scalar per coordinate
-        points = [[round(x, 1), round(y, 1)] for x, y in ring.tolist()]
+        # tolist: the same Python floats as float(), without a numpy scalar per coordinate;
+        # multiples of 0.5 (every corner at a power-of-two downsample) already have one decimal
+        if np.array_equal(np.floor(ring * 2), ring * 2):
+            points = ring.tolist()
+        else:
+            points = [[round(x, 1), round(y, 1)] for x, y in ring.tolist()]
         if points[0] != points[-1]:
             points.append(points[0])
         coordinates.append(points)
