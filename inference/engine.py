@@ -798,14 +798,14 @@ class Engine:
     @torch.inference_mode()
     def _forward(self, plan: Plan, take: list[tuple[_Work, _Patch]]) -> None:
         tile = plan.tile
-        pixels = torch.stack(
-            [w.window[:, p.y : p.y + tile, p.x : p.x + tile] for w, p in take]  # type: ignore[index]
-        )
+        views = [w.window[:, p.y : p.y + tile, p.x : p.x + tile] for w, p in take]  # type: ignore[index]
         if self.cuda:
-            probs = self.forward_probs(self.normalise(pixels))
-        else:  # uint8 -> float once, into the reused batch; normalised in place
+            probs = self.forward_probs(self.normalise(torch.stack(views)))
+        else:  # each patch uint8 -> float straight into the reused batch (no stacked copy)
             inputs, out = self._batch_buffers(len(take), tile)
-            inputs.copy_(pixels).sub_(self._mean).div_(self._std)
+            for row, view in zip(inputs, views, strict=True):
+                row.copy_(view)
+            inputs.sub_(self._mean).div_(self._std)
             probs = self.forward_probs(inputs, out=out)
         for (work, patch), prob in zip(take, probs, strict=True):
             assert work.acc is not None
