@@ -45,6 +45,7 @@ from inference._cpu import BufferPool, argmax_first, lower_thread_priority
 from inference._memory import pin_mmap_threshold
 from inference._output import LabelWriter
 from inference._pyramid import SlidePyramid, decode_jpeg
+from inference._trace import UnitFeed
 from inference.errors import (
     DeviceUnavailableError,
     InferenceCancelledError,
@@ -52,7 +53,7 @@ from inference.errors import (
     InvalidRequestError,
     MissingMppError,
 )
-from inference.outlines import MAX_TRACE_PIXELS, mask_to_features, write_geojson
+from inference.outlines import MAX_TRACE_PIXELS, RowTracer, mask_to_features, write_geojson
 from inference.spec import Model, ModelSpec
 
 __all__ = [
@@ -404,13 +405,16 @@ class Engine:
             pyramid.root.name, plan.level, plan.level_mpp, plan.scale, len(units), len(todo),
         )  # fmt: skip
         tissue, tissue_scale = self._tissue(pyramid, plan)
+        # a whole run traces outlines as unit rows finish; a resumed or partial one at the end
+        feed = self._unit_feed(pyramid, plan) if finish and wanted is None and not done else None
         counts = self._process(pyramid, plan, writer, todo, tissue, tissue_scale, progress, cancel,
-                               len(units), len(units) - len(todo))  # fmt: skip
+                               len(units), len(units) - len(todo), feed)  # fmt: skip
         geojson: Path | None = None
         features = 0
         if finish and (wanted is None or not self.pending_units(store)):
             writer.finish()
-            geojson, features = self.write_outlines(pyramid, plan, writer)
+            tracer = feed.tracer if feed is not None else None
+            geojson, features = self.write_outlines(pyramid, plan, writer, tracer)
         seconds = time.perf_counter() - started
         return RunResult(
             writer.group_dir, geojson, plan.level, plan.scale, len(units),
@@ -650,7 +654,7 @@ class Engine:
         self, pyramid: SlidePyramid, plan: Plan, writer: LabelWriter, units: list[Unit],
         tissue: npt.NDArray[np.bool_] | None, tissue_scale: float,
         progress: Callable[[Progress], None] | None, cancel: threading.Event | None,
-        units_total: int, units_before: int,
+        units_total: int, units_before: int, feed: UnitFeed | None = None,
     ) -> tuple[int, int]:  # fmt: skip
         inbox: queue.Queue[_Work | BaseException | None] = queue.Queue(self.options.prefetch_units)
         outbox: queue.Queue[_Work | None] = queue.Queue(1)
@@ -681,7 +685,9 @@ class Engine:
                 if errors:
                     continue
                 try:
-                    self._finish_unit(plan, writer, work)
+                    mask = self._finish_unit(plan, writer, work)
+                    if feed is not None:
+                        feed.add(work.unit.x0, work.unit.y0, mask)
                     finished.append(work.unit.index)
                 except BaseException as exc:
                     errors.append(exc)
@@ -792,14 +798,14 @@ class Engine:
     @torch.inference_mode()
     def _forward(self, plan: Plan, take: list[tuple[_Work, _Patch]]) -> None:
         tile = plan.tile
-        pixels = torch.stack(
-            [w.window[:, p.y : p.y + tile, p.x : p.x + tile] for w, p in take]  # type: ignore[index]
-        )
+        views = [w.window[:, p.y : p.y + tile, p.x : p.x + tile] for w, p in take]  # type: ignore[index]
         if self.cuda:
-            probs = self.forward_probs(self.normalise(pixels))
-        else:  # uint8 -> float once, into the reused batch; normalised in place
+            probs = self.forward_probs(self.normalise(torch.stack(views)))
+        else:  # each patch uint8 -> float straight into the reused batch (no stacked copy)
             inputs, out = self._batch_buffers(len(take), tile)
-            inputs.copy_(pixels).sub_(self._mean).div_(self._std)
+            for row, view in zip(inputs, views, strict=True):
+                row.copy_(view)
+            inputs.sub_(self._mean).div_(self._std)
             probs = self.forward_probs(inputs, out=out)
         for (work, patch), prob in zip(take, probs, strict=True):
             assert work.acc is not None
@@ -825,8 +831,8 @@ class Engine:
         self._accs.give(work.acc)
         work.acc = None
 
-    def _finish_unit(self, plan: Plan, writer: LabelWriter, work: _Work) -> None:
-        """uint8 probabilities and argmax mask of a unit; write it (writer thread)."""
+    def _finish_unit(self, plan: Plan, writer: LabelWriter, work: _Work) -> npt.NDArray[np.uint8]:
+        """uint8 probabilities and argmax mask of a unit; write it (writer thread); the mask."""
         unit = work.unit
         height, width = unit.y1 - unit.y0, unit.x1 - unit.x0
         n_classes = len(self.spec.classes)
@@ -835,7 +841,7 @@ class Engine:
             probs = np.zeros((n_classes, height, width), dtype=np.uint8)
             probs[0] = 255
             writer.write_unit(unit.index, unit.x0, unit.y0, mask, probs)
-            return
+            return mask
         if self.cuda:
             probs = work.out.to(torch.uint8).cpu().numpy()  # truncates 255 p + 0.5: rounds
             mask = work.out.argmax(dim=0).to(torch.uint8).cpu().numpy()
@@ -848,23 +854,43 @@ class Engine:
             self._accs.give(work.acc)
             work.acc = None
         work.out = None
+        return mask
 
     # ------------------------------------------------------------------ outlines
-    def write_outlines(
-        self, pyramid: SlidePyramid, plan: Plan, writer: LabelWriter
-    ) -> tuple[Path, int]:
-        """Trace the finest mask level that fits ``MAX_TRACE_PIXELS`` (at or above the
-        inference level: finer ones add no information)."""
-        import zarr
-
-        level = next(
+    def _trace_level(self, pyramid: SlidePyramid, plan: Plan) -> int:
+        """The finest mask level that fits ``MAX_TRACE_PIXELS``, at or above the inference
+        level (finer ones add no information)."""
+        return next(
             (k for k in range(plan.level, len(pyramid.levels))
              if pyramid.levels[k].width * pyramid.levels[k].height <= MAX_TRACE_PIXELS),
             len(pyramid.levels) - 1,
         )  # fmt: skip
-        array = zarr.open_array(str(writer.group_dir / str(level)), mode="r")
-        mask = np.asarray(array[:], dtype=np.uint8)
-        features = mask_to_features(mask, self.spec, pyramid.downsample(level), plan.slide_mpp)
+
+    def _unit_feed(self, pyramid: SlidePyramid, plan: Plan) -> UnitFeed:
+        level = self._trace_level(pyramid, plan)
+        info = pyramid.levels[level]
+        tracer = RowTracer(
+            (info.height, info.width), self.spec, pyramid.downsample(level), plan.slide_mpp
+        )
+        unit_size = (plan.chunk_w * plan.unit_chunks, plan.chunk_h * plan.unit_chunks)
+        return UnitFeed(tracer, 1 << (level - plan.level), unit_size, (plan.width, plan.height))
+
+    def write_outlines(
+        self, pyramid: SlidePyramid, plan: Plan, writer: LabelWriter,
+        tracer: RowTracer | None = None,
+    ) -> tuple[Path, int]:  # fmt: skip
+        """The GeoJSON of ``tracer`` (fed during the run), or traced now from the stored mask
+        level ``_trace_level`` picks."""
+        import zarr
+
+        level = self._trace_level(pyramid, plan)
+        if tracer is not None:
+            features = tracer.features()
+        else:
+            array = zarr.open_array(str(writer.group_dir / str(level)), mode="r")
+            mask = np.asarray(array[:], dtype=np.uint8)
+            downsample = pyramid.downsample(level)
+            features = mask_to_features(mask, self.spec, downsample, plan.slide_mpp)
         path = writer.group_dir.with_suffix(".geojson")
         write_geojson(path, features, self.spec)
         logger.info("outlines: %d polygons at level %d", len(features), level)
