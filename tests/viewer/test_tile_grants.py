@@ -103,6 +103,11 @@ def grant_cookies(client: httpx.Client, slide_id: str) -> dict[str, str]:
     }
 
 
+def tampered(signature: str) -> str:
+    """The signature with its first character changed (it carries six whole bits)."""
+    return ("B" if signature[0] == "A" else "A") + signature[1:]
+
+
 def get_tile(base: str, path: str, cookies: dict[str, str]) -> httpx.Response:
     header = "; ".join(f"{k}={v}" for k, v in cookies.items())
     return httpx.get(base + path, headers={"Cookie": header} if header else {}, timeout=10)
@@ -120,7 +125,7 @@ def check_grant_rules(site: Site, base: str) -> None:
         denied = {
             "no cookies": {},
             "no grant": {SESSION_COOKIE: cookies[SESSION_COOKIE]},
-            "tampered": {**cookies, SIGNATURE_COOKIE: "A" + cookies[SIGNATURE_COOKIE][1:]},
+            "tampered": {**cookies, SIGNATURE_COOKIE: tampered(cookies[SIGNATURE_COOKIE])},
             "later expiry": {**cookies, EXPIRES_COOKIE: str(int(cookies[EXPIRES_COOKIE]) + 60)},
             "other session": {**cookies, SESSION_COOKIE: lille.cookies[SESSION_COOKIE]},
         }
