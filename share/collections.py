@@ -81,6 +81,18 @@ class CollectionDraft:
     expires_at: datetime | None = None  # None: DEFAULT_LIFETIME from now
 
 
+def _live_rows(s: Session) -> list[CollectionRow]:
+    """The newest 1000 collections neither revoked nor expired."""
+    now = datetime.now(UTC)
+    rows = s.scalars(
+        select(CollectionRow)
+        .where(CollectionRow.revoked_at.is_(None))
+        .order_by(CollectionRow.id.desc())
+        .limit(1000)
+    ).all()
+    return [row for row in rows if _aware(row.expires_at) > now]
+
+
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
@@ -257,15 +269,9 @@ class Collections:
 
     def visible(self, who: Principal) -> list[dict[str, Any]]:
         """Live collections the caller may read (their centre's, and those shown to it)."""
-        now = datetime.now(UTC)
         out = []
         with self.accounts.db.session() as s:
-            rows = s.scalars(
-                select(CollectionRow)
-                .where(CollectionRow.revoked_at.is_(None))
-                .order_by(CollectionRow.id.desc())
-                .limit(1000)
-            ).all()
+            rows = _live_rows(s)
             per = dict(
                 s.execute(
                     select(CollectionItemRow.collection_id, func.count()).group_by(
@@ -274,8 +280,6 @@ class Collections:
                 ).all()
             )
             for row in rows:
-                if _aware(row.expires_at) <= now:
-                    continue
                 if not authorize(who, Action.COLLECTION_READ, _ref(row)):
                     continue
                 out.append({**self._head(row), "slides": per.get(row.id, 0)})
@@ -314,17 +318,10 @@ class Collections:
         Every collection returned is a ``collection.read`` record here, at the owner."""
         if POOL_GROUP not in groups:
             return []  # collection shares go to a centre's pool: nothing for non-clinicians
-        now = datetime.now(UTC)
         out = []
         with self.accounts.db.session() as s:
-            rows = s.scalars(
-                select(CollectionRow)
-                .where(CollectionRow.revoked_at.is_(None))
-                .order_by(CollectionRow.id.desc())
-                .limit(1000)
-            ).all()
-            for row in rows:
-                if _aware(row.expires_at) <= now or centre not in json.loads(row.audience):
+            for row in _live_rows(s):
+                if centre not in json.loads(row.audience):
                     continue
                 items = s.scalars(
                     select(CollectionItemRow)

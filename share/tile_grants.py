@@ -33,7 +33,7 @@ from share.accounts import Accounts
 from share.audit import ViewAggregator
 from share.authz import Action, authorize
 from share.errors import SlideNotFoundError
-from share.web import SESSION_COOKIE, session_of
+from share.web import SESSION_COOKIE, cookies_of, session_of
 
 __all__ = [
     "EXPIRES_COOKIE",
@@ -65,7 +65,7 @@ class TileGrants:
 
     def allows(self, scope: Scope, slide_id: str) -> bool:
         """Whether the request's cookies hold a live grant for ``slide_id`` (no database)."""
-        cookies = _grant_cookies(scope)
+        cookies = cookies_of(scope, (EXPIRES_COOKIE, SIGNATURE_COOKIE, SESSION_COOKIE))
         expires = cookies.get(EXPIRES_COOKIE)
         signature = cookies.get(SIGNATURE_COOKIE)
         token = cookies.get(SESSION_COOKIE)
@@ -75,22 +75,6 @@ class TileGrants:
             return False
         expected = self.sign(int(expires), slide_id, token)
         return secrets.compare_digest(expected.encode(), signature.encode())
-
-
-_WANTED = (EXPIRES_COOKIE + "=", SIGNATURE_COOKIE + "=", SESSION_COOKIE + "=")
-
-
-def _grant_cookies(scope: Scope) -> dict[str, str]:
-    # One pass over the Cookie headers (this runs per tile).
-    found: dict[str, str] = {}
-    for key, value in scope.get("headers", ()):
-        if key == b"cookie":
-            for part in value.decode("latin-1").split(";"):
-                part = part.strip()
-                if part.startswith(_WANTED):
-                    name, _, val = part.partition("=")
-                    found.setdefault(name, val.strip('"'))
-    return found
 
 
 def load_secret(data_dir: Path) -> str:

@@ -50,6 +50,7 @@ __all__ = [
     "SESSION_COOKIE",
     "AuthMiddleware",
     "SlideAccess",
+    "cookies_of",
     "decision_only",
     "error_response",
     "flatten_routes",
@@ -107,18 +108,26 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ShareError, handler)
 
 
-def _cookie(scope: Scope, name: str) -> str | None:
-    # A plain split: http.cookies.SimpleCookie's regex parser cost more than the whole
-    # authorisation on the tile path. Our token values are URL-safe base64 (no quoting).
-    prefix = name + "="
+def cookies_of(scope: Scope, names: tuple[str, ...]) -> dict[str, str]:
+    """The values of the cookies named ``names``, in one pass over the raw headers.
+
+    A plain split: http.cookies.SimpleCookie's regex parser cost more than the whole
+    authorisation on the tile path. Our token values are URL-safe base64 (no quoting). Where a
+    name comes twice (cookies of two paths), the first -- the most specific path -- wins."""
+    prefixes = tuple(name + "=" for name in names)
+    found: dict[str, str] = {}
     for key, value in scope.get("headers", ()):
         if key == b"cookie":
-            text: str = value.decode("latin-1")
-            for part in text.split(";"):
+            for part in value.decode("latin-1").split(";"):
                 part = part.strip()
-                if part.startswith(prefix):
-                    return part[len(prefix) :].strip('"')
-    return None
+                if part.startswith(prefixes):
+                    name, _, text = part.partition("=")
+                    found.setdefault(name, text.strip('"'))
+    return found
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    return cookies_of(scope, (name,)).get(name)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
