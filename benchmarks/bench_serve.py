@@ -272,6 +272,17 @@ def prepare_accounts(data: Path, env: dict[str, str]) -> None:
     prepare_demo(ShareSettings.from_env(env), [(r.id, r.name) for r in catalog.slides()])
 
 
+def start_iain(stack: ExitStack, data: Path, workers: int, env: dict[str, str]) -> str:
+    """`iain serve` on a free port with its own tile cache, until ``stack`` closes; its URL."""
+    port = free_port()
+    cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="iain-bench-cache-"))
+    cmd = [PY, "-m", "viewer.cli", "serve", "--port", str(port), "--data", str(data)]
+    cmd += ["--workers", str(workers), "--cache-dir", cache]
+    base = f"http://127.0.0.1:{port}"
+    stack.enter_context(server(cmd, base + "/healthz", env=env))
+    return base
+
+
 def tile_grant(base: str, cookie: str, slide_id: str) -> str:
     """The session cookie plus a signed tile grant for ``slide_id`` (share/tile_grants.py)."""
     request = urllib.request.Request(
@@ -293,8 +304,6 @@ def start_grants(
     """IAIN with signed tile grants (granian), and nginx in front of it (`iain nginx-conf`):
     wrk holds a session and a grant (600 s) and asks for /tiles/{id}/0/{row}/{col}."""
     targets: list[Target] = []
-    port = free_port()
-    cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="iain-bench-cache-"))
     env = {
         **share_env,
         "IAIN_SERVER": "granian",
@@ -302,10 +311,8 @@ def start_grants(
         "SHARE_TILE_GRANTS": "1",
         "SHARE_TILE_GRANT_TTL_S": "600",
     }
-    cmd = [PY, "-m", "viewer.cli", "serve", "--port", str(port), "--data", str(data)]
-    cmd += ["--workers", str(workers), "--cache-dir", cache]
-    base = f"http://127.0.0.1:{port}"
-    stack.enter_context(server(cmd, base + "/healthz", env=env))
+    base = start_iain(stack, data, workers, env)
+    port = int(base.rsplit(":", 1)[1])
     session = demo_login(base)
     (slide_json,) = json.loads(get(base + "/api/slides", session))
     cookie = tile_grant(base, session, slide_json["id"])
@@ -364,25 +371,8 @@ def start_all(
     for key, http_server, auth in variants:
         if not enabled(key):
             continue
-        port = free_port()
-        cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="iain-bench-cache-"))
-        cmd = [
-            PY,
-            "-m",
-            "viewer.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--data",
-            str(data),
-            "--workers",
-            str(workers),
-            "--cache-dir",
-            cache,
-        ]
-        base = f"http://127.0.0.1:{port}"
         env = {**share_env, "IAIN_SERVER": http_server, "IAIN_AUTH": "1" if auth else "0"}
-        stack.enter_context(server(cmd, base + "/healthz", env=env))
+        base = start_iain(stack, data, workers, env)
         cookie = demo_login(base) if auth else ""
         (slide_json,) = json.loads(get(base + "/api/slides", cookie))
         urls = [f"/slides/{slide_json['id']}_files/{DZ_MAX}/{c}_{r}.jpeg" for c, r in order]
