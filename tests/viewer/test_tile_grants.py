@@ -47,16 +47,17 @@ class Site:
     accounts: Accounts
 
 
-@pytest.fixture(scope="module")
-def site(viewer_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    tmp = tmp_path_factory.mktemp("grants-site")
+@contextmanager
+def grant_site(viewer_data: Path, tmp: Path, ttl_s: int) -> Iterator[Site]:
+    """The real app with accounts and grants of ``ttl_s`` under uvicorn: CMU-1 at caen, the
+    ruler slide at lille, the demo accounts."""
     share = ShareSettings(
         data_dir=tmp,
         argon2_time_cost=1,
         argon2_memory_kib=1024,
         view_flush_s=3600,
         tile_grants=True,
-        tile_grant_ttl_s=120,
+        tile_grant_ttl_s=ttl_s,
     )
     app = create_app(make_settings(viewer_data, tmp / "cache"), share)
     with LiveServer(app) as url:
@@ -74,6 +75,12 @@ def site(viewer_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             app.state.tile_grants,
             accounts,
         )
+
+
+@pytest.fixture(scope="module")
+def site(viewer_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    with grant_site(viewer_data, tmp_path_factory.mktemp("grants-site"), 120) as made:
+        yield made
 
 
 @contextmanager
@@ -300,3 +307,62 @@ def test_tiles_behind_a_session_are_private_to_shared_caches(site: Site) -> None
             r = caen.get(url)
             assert r.status_code == 200, url
             assert r.headers["cache-control"] == "private, max-age=31536000, immutable", url
+
+
+@pytest.fixture(scope="module")
+def short_grants(viewer_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The site again with 12 s grants: the viewer counts a grant as lapsed 10 s early."""
+    with grant_site(viewer_data, tmp_path_factory.mktemp("short-grants"), 12) as made:
+        yield made
+
+
+PAN_URLS_JS = """async ([dx, dy]) => {
+  const vp = iain.viewer.viewport;
+  const size = vp.getContainerSize();
+  const t0 = performance.now();
+  vp.panBy(vp.deltaPointsFromPixels(new OpenSeadragon.Point(dx * size.x, dy * size.y)), true);
+  await iain.settled();
+  return performance.getEntriesByType("resource")
+    .filter((e) => e.startTime >= t0).map((e) => e.name);
+}"""
+
+
+@pytest.mark.browser
+def test_viewer_falls_back_when_the_grant_lapses_and_renews_it(
+    short_grants: Site, browser: Browser
+) -> None:
+    site = short_grants
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        page.add_init_script("performance.setResourceTimingBufferSize(100000)")
+        r = page.request.post(
+            f"{site.url}/api/login",
+            data={"username": "caen-patho", "password": PASSWORDS["caen-patho"]},
+        )
+        assert r.ok
+        grant_requests: list[str] = []
+        page.on(
+            "request",
+            lambda request: (
+                grant_requests.append(request.url) if request.url.endswith("/tile-grant") else None
+            ),
+        )
+        page.goto(f"{site.url}/view/{site.cmu}?x_um=250&y_um=700&mag=20&prefetch=0")
+        page.wait_for_function("document.body.dataset.state === 'open'", timeout=15_000)
+        page.evaluate("iain.settled()")
+        page.wait_for_function("iain.grant.pending === null")
+        first = page.evaluate("iain.grant.until")
+        page.wait_for_function("performance.now() > iain.grant.until + 100")  # lapsed
+        asked = len(grant_requests)
+        lapsed_pan = page.evaluate(PAN_URLS_JS, [1, 0])
+        # the pan still draws, through the session-checked DeepZoom URLs, and asks again
+        assert any("_files/" in url for url in lapsed_pan)
+        assert not any("/tiles/" in url for url in lapsed_pan)
+        page.wait_for_function("iain.grant.pending === null")
+        assert len(grant_requests) > asked  # the move asked for a new grant
+        page.wait_for_function(f"iain.grant.pending === null && iain.grant.until > {first}")
+        renewed_pan = page.evaluate(PAN_URLS_JS, [0, 1])
+        assert any("/tiles/" in url for url in renewed_pan)  # whole chunks by the new grant
+    finally:
+        context.close()
