@@ -235,10 +235,10 @@ class Engine:
     def _run(
         self,
         store: Path,
-        progress: Callable[[Progress], None] | None = None,
-        cancel: threading.Event | None = None,
-        only_units: Sequence[int] | None = None,
-        finish: bool = True,
+        progress: Callable[[Progress], None] | None,
+        cancel: threading.Event | None,
+        only_units: Sequence[int] | None,
+        finish: bool,
     ) -> RunResult:
         started = time.perf_counter()
         pyramid = SlidePyramid(Path(store))

@@ -44,16 +44,17 @@ from share import annotations as store
 from share.annotations_router import AnnotationBody, UpdateBody
 from share.errors import InvalidInputError, PayloadTooLargeError
 from share.federation import FederationAccess, Share
-from share.federation_errors import PeerError, PeerNotFoundError, ShareAccessError
+from share.federation_errors import PeerError, ShareAccessError
 from share.federation_opinions import RemoteOpinions, RemoteUser, authorize_remote
 from share.federation_router import (
+    CallerDep,
+    ClientDep,
     OwnerState,
     RecipientState,
-    current_caller,
     verified_claims,
 )
 from share.opinions_router import AnswerBody, DeclineBody
-from share.peers import Caller, PeerClient
+from share.peers import PeerClient
 
 __all__ = ["owner_opinions_router", "recipient_opinions_router"]
 
@@ -280,20 +281,6 @@ def peer_annotation_delete(
 
 
 # ---------------------------------------------------------------- recipient side
-
-
-CallerDep = Annotated[Caller, Depends(current_caller)]
-
-
-def _client(request: Request, peer: str) -> PeerClient:
-    state: RecipientState = request.app.state.federation_recipient
-    client = state.clients.get(peer)
-    if client is None:
-        raise PeerNotFoundError("no such peer")
-    return client
-
-
-ClientDep = Annotated[PeerClient, Depends(_client)]
 
 
 @recipient_opinions_router.get("/api/federation/peers")

@@ -65,6 +65,8 @@ from share.signing import ReplayCache, verify_request
 
 __all__ = [
     "ERROR_STATUS",
+    "CallerDep",
+    "ClientDep",
     "OwnerState",
     "RecipientState",
     "current_caller",
