@@ -7,7 +7,6 @@ label, macro, properties and file name) through the real converter.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import pytest
 from share.accounts import Accounts
 from share.config import ShareSettings
 from share.db import open_database
-from share.signing import NodeKey
+from share.demo_nodes import DemoNode, write_node_configs
 from tests.share.conftest import login
 from tests.share.conftest_federation import CanarySlide, free_port
 from tests.share.opinion_smtp import SmtpSink
@@ -58,20 +57,19 @@ def _settings(home: Path, name: str) -> ShareSettings:
     )
 
 
-def _start(name: str, home: Path, port: int, smtp_port: int) -> subprocess.Popen[bytes]:
-    env = os.environ | {
-        "PYTHONPATH": str(REPO_ROOT),
-        "IAIN_DATA": str(home / "data"),
-        "IAIN_CACHE_DIR": str(home / "cache"),
-        "SHARE_DATA_DIR": str(home),
-        "SHARE_DEFAULT_CENTRE": name,
-        "SHARE_FEDERATION_FILE": str(home / "federation.json"),
-        "SHARE_NODE_KEY_FILE": str(home / "node.pem"),
-        "SHARE_ARGON2_TIME_COST": "1",
-        "SHARE_ARGON2_MEMORY_KIB": "1024",
-        "SHARE_SMTP_HOST": "127.0.0.1",
-        "SHARE_SMTP_PORT": str(smtp_port),
-    }
+def _start(node: DemoNode, smtp_port: int) -> subprocess.Popen[bytes]:
+    env = (
+        os.environ
+        | node.env()
+        | {
+            "PYTHONPATH": str(REPO_ROOT),
+            "IAIN_DATA": str(node.slides),
+            "SHARE_ARGON2_TIME_COST": "1",
+            "SHARE_ARGON2_MEMORY_KIB": "1024",
+            "SHARE_SMTP_HOST": "127.0.0.1",
+            "SHARE_SMTP_PORT": str(smtp_port),
+        }
+    )
     command = [
         sys.executable,
         "-m",
@@ -81,11 +79,11 @@ def _start(name: str, home: Path, port: int, smtp_port: int) -> subprocess.Popen
         "--host",
         "127.0.0.1",
         "--port",
-        str(port),
+        str(node.port),
         "--log-level",
         "warning",
     ]
-    with (home / "node.log").open("wb") as log:
+    with (node.home / "node.log").open("wb") as log:
         return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
 
 
@@ -118,30 +116,18 @@ def fed_nodes(
     from wsi import open_slide
 
     base = tmp_path_factory.mktemp("fednodes")
-    keys = {name: NodeKey.generate(name) for name in CENTRES}
-    ports = {name: free_port() for name in CENTRES}
+    # keys and peers files exactly as `iain demo` writes them for its three nodes
+    demo = [DemoNode(name, free_port(), base / name) for name in CENTRES]
+    write_node_configs(demo)
     nodes: dict[str, FedNode] = {}
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        for name, key in keys.items():
-            home = base / name
-            (home / "data").mkdir(parents=True)
-            (home / "node.pem").write_bytes(key.private_pem())
-            (home / "node.pem").chmod(0o600)
-            peers = [
-                {
-                    "name": other,
-                    "url": f"http://127.0.0.1:{ports[other]}",
-                    "public_key": k.public_pem(),
-                }
-                for other, k in keys.items()
-                if other != name
-            ]
-            (home / "federation.json").write_text(json.dumps({"node": name, "peers": peers}))
+        for node in demo:
+            name, home = node.centre, node.home
             if name == "caen":  # the slide keeps its identifying file name as its catalogue name
                 reader = open_slide(canary_slide.path)
                 try:
-                    build_pyramid(reader, home / "data" / f"{canary_slide.path.stem}.zarr")
+                    build_pyramid(reader, node.slides / f"{canary_slide.path.stem}.zarr")
                 finally:
                     reader.close()
             settings = _settings(home, name)
@@ -152,8 +138,8 @@ def fed_nodes(
                 if centre == name:
                     accounts.add_user(user, centre, role, f"{user}-password")
             db.dispose()
-            processes.append(_start(name, home, ports[name], fed_smtp.port))
-            nodes[name] = FedNode(name, f"http://127.0.0.1:{ports[name]}", home)
+            processes.append(_start(node, fed_smtp.port))
+            nodes[name] = FedNode(name, node.url, home)
         for process, node in zip(processes, nodes.values(), strict=True):
             _wait_ready(node.url, process, node.home / "node.log")
         yield nodes

@@ -120,7 +120,7 @@ def test_a_late_request_reminds_the_consultant_at_their_node(
     try:
         accounts = Accounts(db, settings)
         opinions = Opinions(accounts, DbShareRegistry(db), Notifier(db))
-        config = FederationConfig.from_file(str(caen.home / "federation.json"))
+        config = FederationConfig.from_file(str(caen.home / "peers.json"))
         dead = Peer("lille", f"http://127.0.0.1:{free_port()}", config.peers["lille"].public_key)
         key = NodeKey.from_file("caen", caen.home / "node.pem")
         with HttpPeerClient(key, dead, connect_timeout_s=0.5) as down:
@@ -132,7 +132,7 @@ def test_a_late_request_reminds_the_consultant_at_their_node(
     assert len(_notices(lille, "lille-patho")) == before
 
     # the cron job, with the server's federation settings: Lille's user is told at Lille
-    monkeypatch.setenv("SHARE_FEDERATION_FILE", str(caen.home / "federation.json"))
+    monkeypatch.setenv("SHARE_FEDERATION_FILE", str(caen.home / "peers.json"))
     monkeypatch.setenv("SHARE_NODE_KEY_FILE", str(caen.home / "node.pem"))
     monkeypatch.setenv("SHARE_DEFAULT_CENTRE", "caen")
     monkeypatch.delenv("SHARE_SMTP_HOST", raising=False)
@@ -220,7 +220,7 @@ def test_an_accepted_pool_request_reminds_only_who_accepted_it(
         accepted = admin.post(f"/api/inbox/opinions/caen/{oid}/accept", headers=ah)
         assert accepted.status_code == 200, accepted.text
     _overdue(caen, oid)
-    monkeypatch.setenv("SHARE_FEDERATION_FILE", str(caen.home / "federation.json"))
+    monkeypatch.setenv("SHARE_FEDERATION_FILE", str(caen.home / "peers.json"))
     monkeypatch.setenv("SHARE_NODE_KEY_FILE", str(caen.home / "node.pem"))
     monkeypatch.setenv("SHARE_DEFAULT_CENTRE", "caen")
     assert iain(["opinions", "remind", "--data", str(caen.home)]) == 0
