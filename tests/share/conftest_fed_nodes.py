@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from share.config import ShareSettings
 from share.db import open_database
 from share.demo_nodes import DemoNode, write_node_configs
 from tests.share.conftest import login
-from tests.share.conftest_federation import CanarySlide, free_port
+from tests.share.conftest_federation import CanarySlide, free_port, start_node, wait_node
 from tests.share.opinion_smtp import SmtpSink
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -70,35 +68,7 @@ def _start(node: DemoNode, smtp_port: int) -> subprocess.Popen[bytes]:
             "SHARE_SMTP_PORT": str(smtp_port),
         }
     )
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "viewer.app:create_app_from_env",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(node.port),
-        "--log-level",
-        "warning",
-    ]
-    with (node.home / "node.log").open("wb") as log:
-        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"node exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"node at {url} did not start: {log.read_text()[-3000:]}")
+    return start_node("viewer.app:create_app_from_env", env, node.port, node.home / "node.log")
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +111,7 @@ def fed_nodes(
             processes.append(_start(node, fed_smtp.port))
             nodes[name] = FedNode(name, node.url, home)
         for process, node in zip(processes, nodes.values(), strict=True):
-            _wait_ready(node.url, process, node.home / "node.log")
+            wait_node(node.url, process, node.home / "node.log", ("/healthz", 200), 60)
         yield nodes
     finally:
         for process in processes:

@@ -345,35 +345,33 @@ class Node:
     pyramids: Path
 
 
-def _start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "tests.share.conftest_federation:node_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
+def start_node(factory: str, env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """uvicorn serving the app ``factory`` builds, on 127.0.0.1:``port``, output to ``log``."""
+    command = [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--log-level", "warning"]
     with log.open("wb") as handle:
         return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=handle, stderr=handle)
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
+def wait_node(
+    url: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    ready: tuple[str, int] = ("/federation/shares", 401),
+    timeout_s: float = 30,
+) -> None:
+    """Until GET ``url`` + ``ready[0]`` answers ``ready[1]``; fails with the log's tail."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"node exited: {log.read_text()[-2000:]}")
+            pytest.fail(f"node exited: {log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/federation/shares", timeout=1).status_code == 401:
+            if httpx.get(url + ready[0], timeout=1).status_code == ready[1]:
                 return
         except httpx.HTTPError:
-            time.sleep(0.1)
-    pytest.fail(f"node at {url} did not start: {log.read_text()[-2000:]}")
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"node at {url} did not start: {log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -416,7 +414,14 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]
                 "FED_TEST_GROUPS": "uropath",
                 "FED_TEST_CACHE_TTL_S": str(RECIPIENT_CACHE_TTL_S),
             }
-            processes.append(_start(env, ports[name], home / "uvicorn.log"))
+            processes.append(
+                start_node(
+                    "tests.share.conftest_federation:node_app",
+                    env,
+                    ports[name],
+                    home / "uvicorn.log",
+                )
+            )
             nodes[name] = Node(
                 name=name,
                 url=f"http://127.0.0.1:{ports[name]}",
@@ -426,7 +431,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]
                 pyramids=home / "pyramids",
             )
         for process, node in zip(processes, nodes.values(), strict=True):
-            _wait_ready(node.url, process, base / node.name / "uvicorn.log")
+            wait_node(node.url, process, base / node.name / "uvicorn.log")
         yield nodes
     finally:
         for process in processes:
