@@ -75,6 +75,7 @@ VIEWER_CONTROLS = """    <section>
       <output id="measure" class="measure"></output>
     </section>
 """
+COMMON_JS = f"{STATIC_URL}/common.js"
 ANNOTATION_SCRIPTS = (f"{STATIC_URL}/annotation-geometry.js", f"{STATIC_URL}/annotations.js")
 # Slide ids are opaque tokens; anything else cannot name a slide and is not echoed into a page.
 _SLIDE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$")
@@ -88,15 +89,20 @@ def default_openseadragon_dir() -> Path:
 router = APIRouter()
 
 
-def _page(title: str, body: str, scripts: tuple[str, ...] = ()) -> str:
-    tags = "\n".join(f'<script src="{src}"></script>' for src in scripts)
+def _page(
+    title: str, body: str, scripts: tuple[str, ...] = (), styles: tuple[str, ...] = ()
+) -> str:
+    """Every page's HTML; ``common.js`` (CSRF token, element builders) loads before the
+    page's own scripts, ``viewer.css`` before its own styles."""
+    tags = "\n".join(f'<script src="{src}"></script>' for src in (COMMON_JS, *scripts))
+    links = "".join(f'\n<link rel="stylesheet" href="{href}">' for href in styles)
     return f"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>
-<link rel="stylesheet" href="{STATIC_URL}/viewer.css">
+<link rel="stylesheet" href="{STATIC_URL}/viewer.css">{links}
 </head>
 {body}
 {tags}

@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse
 
 from tiling.errors import PyramidNotFoundError
 from viewer.pages import OPENSEADRAGON_URL, STATIC_URL
+from viewer.pages import _page as page_html
 
 __all__ = ["install_rcp_pages", "router"]
 
@@ -32,20 +33,7 @@ MAX_PANES = 4
 
 
 def _page(title: str, body: str, scripts: tuple[str, ...]) -> HTMLResponse:
-    tags = "\n".join(f'<script src="{src}"></script>' for src in scripts)
-    return HTMLResponse(f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<link rel="stylesheet" href="{STATIC_URL}/viewer.css">
-<link rel="stylesheet" href="{STATIC_URL}/rcp.css">
-</head>
-{body}
-{tags}
-</html>
-""")
+    return HTMLResponse(page_html(title, body, scripts, styles=(f"{STATIC_URL}/rcp.css",)))
 
 
 def _config(data: Mapping[str, object]) -> str:

@@ -37,17 +37,7 @@
   const HEAVY_SHAPES = 5000;  // more shapes on screen: hairline outlines, no fill
   const DENSITY_CELL_PX = 16; // one density cell per 16 screen pixels (smoothed when drawn)
 
-  function csrf() {
-    const m = document.cookie.match(/(?:^|;\s*)iain_csrf=([^;]+)/);
-    return m ? decodeURIComponent(m[1]) : "";
-  }
-
-  function el(tag, attrs, text) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
+  const { csrf, el } = window.iainCommon;
 
   const { record, batches, draftGeometry, hits, pos } = window.iainAnnotationGeometry;
 

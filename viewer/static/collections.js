@@ -7,12 +7,7 @@
   const status = document.getElementById("status");
   const list = document.getElementById("collections");
 
-  function el(tag, cls, text) {
-    const node = document.createElement(tag);
-    if (cls) node.className = cls;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
+  const el = window.iainCommon.classed;
 
   function link(text, href) {
     const a = el("a", "", text);

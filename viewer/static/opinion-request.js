@@ -10,17 +10,7 @@
   const page = { requests: [], created: null };
   window.iainOpinion = page;
 
-  function csrf() {
-    const m = document.cookie.match(/(?:^|;\s*)iain_csrf=([^;]+)/);
-    return m ? decodeURIComponent(m[1]) : "";
-  }
-
-  function el(tag, attrs, text) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
+  const { csrf, el } = window.iainCommon;
 
   function send(url, body) {
     return fetch(url, {

@@ -5,17 +5,9 @@
 
   const $ = (id) => document.getElementById(id);
 
-  function csrf() {
-    const m = document.cookie.match(/(?:^|;\s*)iain_csrf=([^;]+)/);
-    return m ? decodeURIComponent(m[1]) : "";
-  }
+  const { csrf } = window.iainCommon;
 
-  function el(tag, cls, text) {
-    const node = document.createElement(tag);
-    if (cls) node.className = cls;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
+  const el = window.iainCommon.classed;
 
   function post(url, body) {
     return fetch(url, {

@@ -57,10 +57,7 @@
     for (const el of [$("ai-badge"), $("ai-badge-image")]) el.dataset.status = spec.status;
   }
 
-  function csrf() {
-    const m = document.cookie.match(/(?:^|;\s*)iain_csrf=([^;]+)/);
-    return m ? decodeURIComponent(m[1]) : "";
-  }
+  const { csrf } = window.iainCommon;
 
   function review(decision) {
     const spec = state.spec;

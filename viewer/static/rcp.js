@@ -24,12 +24,7 @@
     document.body.dataset.state = "error";
   }
 
-  function el(tag, cls, text) {
-    const node = document.createElement(tag);
-    if (cls) node.className = cls;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
+  const el = window.iainCommon.classed;
 
   function mppOf(x, y) {
     // A DPI-derived 352 µm/px is no microscope: outside 0.01..100 the panes sync in pixels.

@@ -5,12 +5,7 @@
 
   const $ = (id) => document.getElementById(id);
 
-  function el(tag, cls, text) {
-    const node = document.createElement(tag);
-    if (cls) node.className = cls;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
+  const el = window.iainCommon.classed;
 
   function row(cells, header) {
     const tr = el("tr");
@@ -22,10 +17,7 @@
     return tr;
   }
 
-  function csrf() {
-    const m = document.cookie.match(/(?:^|;\s*)iain_csrf=([^;]+)/);
-    return m ? decodeURIComponent(m[1]) : "";
-  }
+  const { csrf } = window.iainCommon;
 
   function regions(r) {
     if (!r) return "";

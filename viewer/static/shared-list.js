@@ -7,12 +7,7 @@
   const cards = document.getElementById("shared");
   const down = document.getElementById("unavailable");
 
-  function el(tag, cls, text) {
-    const node = document.createElement(tag);
-    if (cls) node.className = cls;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
+  const el = window.iainCommon.classed;
 
   function card(slide) {
     const link = el("a", "card shared-card");
