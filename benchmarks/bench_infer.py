@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from inference._memory import pin_mmap_threshold  # noqa: E402
 from inference.engine import Engine, EngineOptions, make_plan  # noqa: E402
+from inference.plan import SCHEDULES  # noqa: E402
 from inference.spec import ModelSpec, load_named_model  # noqa: E402
 
 SHARED = REPO.parent / "shared"
@@ -143,10 +144,15 @@ def bench_bare(
 
 
 def bench_pipeline(
-    model: nn.Module, device: torch.device, store: Path, batch: int, background_io: bool = True
+    model: nn.Module,
+    device: torch.device,
+    store: Path,
+    batch: int,
+    background_io: bool = True,
+    schedule: str = "auto",
 ) -> dict[str, float]:
     shutil.rmtree(store / "labels", ignore_errors=True)
-    options = EngineOptions(batch_size=batch, background_io=background_io)
+    options = EngineOptions(batch_size=batch, background_io=background_io, schedule=schedule)
     engine = Engine(model, SPEC, device, options)
     forward = engine.forward_probs
     in_model = [0.0, 0.0]  # wall seconds, process CPU seconds
@@ -245,7 +251,11 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument(
         "--foreground-io", action="store_true",
-        help="reader, decoders and writer at normal priority (the engine's old behaviour)",
+        help="threads schedule: reader, decoders and writer at normal priority",
+    )  # fmt: skip
+    parser.add_argument(
+        "--schedule", choices=SCHEDULES, default="auto",
+        help="lockstep: read and write between forward passes (CPU default); threads: beside them",
     )  # fmt: skip
     parser.add_argument(
         "--model", default=None, help="a registered model (e.g. crc-tumour); default BenchNet"
@@ -267,7 +277,7 @@ def main() -> int:
 
     if args.pipeline_only:
         rss_before = peak_rss_mib()
-        run = bench_pipeline(model, device, store, args.batch, background)
+        run = bench_pipeline(model, device, store, args.batch, background, args.schedule)
         only = {
             "slide_px": args.size,
             "pipeline_patches_per_s": round(run["patches_per_s"], 2),
@@ -287,7 +297,9 @@ def main() -> int:
         rate, cpu_ms = bench_bare(model, device, args.batch, seconds=4.0)
         bare_runs.append(rate)
         bare_cpu.append(cpu_ms)
-        pipe_runs.append(bench_pipeline(model, device, store, args.batch, background))
+        pipe_runs.append(
+            bench_pipeline(model, device, store, args.batch, background, args.schedule)
+        )
     rss_pipeline = peak_rss_mib()
     gpu_mib = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     naive = bench_naive(model, device, svs, store, args.naive_tiles)
@@ -316,6 +328,7 @@ def main() -> int:
             round(r["patches_per_s"] / b, 3) for r, b in zip(pipe_runs, bare_runs, strict=True)
         ],
         "background_io": background,
+        "schedule": args.schedule,
         # CPU time per patch, whole process (the pipeline's threads included): less sensitive
         # to other jobs on the machine than wall-clock rates
         "bare_cpu_ms_per_patch": [round(c, 2) for c in bare_cpu],

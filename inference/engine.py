@@ -193,7 +193,11 @@ class Engine:
         self._std = torch.tensor(spec.std, device=self.device).view(3, 1, 1) * 255
         self._ramps: dict[tuple[int, bool, bool], torch.Tensor] = {}
         self._weights: dict[tuple[int, bool, bool, int, bool, bool], torch.Tensor] = {}
-        self._background = self.options.background_io and not self.cuda
+        schedule = self.options.schedule
+        # lockstep on CPU: torch's threads already fill every core, and a reader or writer
+        # beside them slows the model by more than the work it does (benchmarks/RESULTS.md)
+        self.lockstep = schedule == "lockstep" or (schedule == "auto" and not self.cuda)
+        self._background = self.options.background_io and not self.cuda and not self.lockstep
         self._pool = ThreadPoolExecutor(
             self.options.decode_threads,
             thread_name_prefix="decode",
@@ -510,6 +514,30 @@ class Engine:
         progress: Callable[[Progress], None] | None, cancel: threading.Event | None,
         units_total: int, units_before: int, feed: UnitFeed | None = None,
     ) -> tuple[int, int]:  # fmt: skip
+        finished: list[int] = []
+
+        def finish(work: _Work) -> None:
+            mask = self._finish_unit(plan, writer, work)
+            if feed is not None:
+                feed.add(work.unit.x0, work.unit.y0, mask)
+            finished.append(work.unit.index)
+
+        def report(run: int, skipped: int) -> None:
+            if progress is not None:
+                progress(Progress(units_before + len(finished), units_total, run, skipped,
+                                  time.perf_counter() - started))  # fmt: skip
+
+        started = time.perf_counter()
+        works = self._produce(pyramid, plan, units, tissue, tissue_scale)
+        if self.lockstep:  # read and write between forward passes, on this thread
+            return self._loop(plan, works, finish, report, cancel)
+        return self._threaded(plan, works, finish, report, cancel)
+
+    def _threaded(
+        self, plan: Plan, works: Iterator[_Work], finish: Callable[[_Work], None],
+        report: Callable[[int, int], None], cancel: threading.Event | None,
+    ) -> tuple[int, int]:  # fmt: skip
+        """The loop with a producer thread (reading, decoding) and a writer thread beside it."""
         inbox: queue.Queue[_Work | BaseException | None] = queue.Queue(self.options.prefetch_units)
         outbox: queue.Queue[_Work | None] = queue.Queue(1)
         stop = threading.Event()
@@ -519,7 +547,7 @@ class Engine:
             if self._background:
                 lower_thread_priority()
             try:
-                for work in self._produce(pyramid, plan, units, tissue, tissue_scale):
+                for work in works:
                     while not stop.is_set():
                         try:
                             inbox.put(work, timeout=0.1)
@@ -539,29 +567,51 @@ class Engine:
                 if errors:
                     continue
                 try:
-                    mask = self._finish_unit(plan, writer, work)
-                    if feed is not None:
-                        feed.add(work.unit.x0, work.unit.y0, mask)
-                    finished.append(work.unit.index)
+                    finish(work)
                 except BaseException as exc:
                     errors.append(exc)
 
-        finished: list[int] = []
+        def received() -> Iterator[_Work | None]:
+            while True:
+                if errors:
+                    raise errors[0]
+                try:
+                    item = inbox.get(timeout=0.5)
+                except queue.Empty:
+                    yield None  # the reader is slow: do not hold a partial batch
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                if item is None:
+                    return
+                yield item
+
         threads = [
             threading.Thread(target=producer, name="infer-read", daemon=True),
             threading.Thread(target=write_loop, name="infer-write", daemon=True),
         ]
         for thread in threads:
             thread.start()
-        started = time.perf_counter()
+        try:
+            counts = self._loop(plan, received(), outbox.put, report, cancel)
+        finally:
+            stop.set()
+            outbox.put(None)
+            for thread in threads:
+                thread.join()
+        if errors:
+            raise errors[0]
+        report(*counts)
+        return counts
+
+    def _loop(
+        self, plan: Plan, works: Iterator[_Work | None], finish: Callable[[_Work], None],
+        report: Callable[[int, int], None], cancel: threading.Event | None,
+    ) -> tuple[int, int]:  # fmt: skip
+        """Batch patches across units, run the model, hand each finished unit to ``finish``;
+        ``None`` from ``works`` flushes a partial batch. Returns (patches run, skipped)."""
         run = skipped = 0
         batch: list[tuple[_Work, _Patch]] = []
-        in_flight: list[_Work] = []
-
-        def report() -> None:
-            if progress is not None:
-                progress(Progress(units_before + len(finished), units_total, run, skipped,
-                                  time.perf_counter() - started))  # fmt: skip
 
         def flush(force: bool) -> None:
             nonlocal run
@@ -572,43 +622,27 @@ class Engine:
                 run += len(take)
                 for work in {id(w): w for w, _ in take}.values():
                     if work.pending == 0:
-                        outbox.put(work)
-                        in_flight.remove(work)
-                report()
+                        finish(work)
+                report(run, skipped)
 
-        try:
-            while True:
-                if cancel is not None and cancel.is_set():
-                    raise InferenceCancelledError("inference cancelled")
-                if errors:
-                    raise errors[0]
-                try:
-                    item = inbox.get(timeout=0.5 if batch else None)
-                except queue.Empty:
-                    flush(force=True)  # the reader is slow: do not hold a partial batch
-                    continue
-                if isinstance(item, BaseException):
-                    raise item
-                if item is None:
-                    flush(force=True)
-                    break
-                skipped += len(item.glass)
-                self._start_unit(plan, item)
-                if item.pending == 0:
-                    outbox.put(item)
-                    report()
-                    continue
-                in_flight.append(item)
-                batch.extend((item, patch) for patch in item.patches)
-                flush(force=False)
-        finally:
-            stop.set()
-            outbox.put(None)
-            for thread in threads:
-                thread.join()
-        if errors:
-            raise errors[0]
-        report()
+        for work in works:
+            if cancel is not None and cancel.is_set():
+                raise InferenceCancelledError("inference cancelled")
+            if work is None:
+                flush(force=True)
+                continue
+            skipped += len(work.glass)
+            self._start_unit(plan, work)
+            if work.pending == 0:
+                finish(work)
+                report(run, skipped)
+                continue
+            batch.extend((work, patch) for patch in work.patches)
+            flush(force=False)
+        if cancel is not None and cancel.is_set():
+            raise InferenceCancelledError("inference cancelled")
+        flush(force=True)
+        report(run, skipped)
         return run, skipped
 
     def _start_unit(self, plan: Plan, work: _Work) -> None:

@@ -19,7 +19,9 @@ from inference._pyramid import SlidePyramid
 from inference.errors import InvalidRequestError, MissingMppError
 from inference.spec import ModelSpec
 
-__all__ = ["EngineOptions", "Plan", "Unit", "blend_ramp", "make_plan"]
+__all__ = ["SCHEDULES", "EngineOptions", "Plan", "Unit", "blend_ramp", "make_plan"]
+
+SCHEDULES = ("auto", "lockstep", "threads")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +35,11 @@ class EngineOptions:
     prefetch_units: int = 2
     decode_threads: int = 2
     skip_glass: bool = True
-    background_io: bool = True  # CPU: reader, decoders and writer at the lowest priority
+    background_io: bool = True  # threads schedule: reader, decoders, writer at lowest priority
+    # "lockstep": reading and writing run between forward passes, on the model's thread (the
+    # decode pool still uses its threads); "threads": in their own threads, beside the model;
+    # "auto": lockstep on CPU (the model's threads already fill every core), threads on CUDA
+    schedule: str = "auto"
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 4096:
@@ -42,6 +48,8 @@ class EngineOptions:
             raise InvalidRequestError(f"mpp {self.mpp_override} not in 0.01..100 µm/px")
         if self.unit_chunks < 1 or self.prefetch_units < 1 or self.decode_threads < 1:
             raise InvalidRequestError("unit_chunks, prefetch_units, decode_threads must be >= 1")
+        if self.schedule not in SCHEDULES:
+            raise InvalidRequestError(f"schedule {self.schedule!r} not one of {SCHEDULES}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,12 +52,16 @@ def test_pointwise_model_reproduces_the_known_regions(
         np.testing.assert_array_equal(labels[str(k)][:], expected[::step, ::step])
 
 
-def test_overlapping_tiles_stitch_without_seams(regions_store: Path) -> None:
+@pytest.mark.parametrize("schedule", ["lockstep", "threads"])
+def test_overlapping_tiles_stitch_without_seams(regions_store: Path, schedule: str) -> None:
     """A model with a 5x5 receptive field, small patches and one-chunk work units: the result
-    must equal the model run on the whole image at once, pixel for pixel."""
+    must equal the model run on the whole image at once, pixel for pixel, whether reading and
+    writing run between forward passes (CPU default) or in threads beside them (CUDA)."""
     toy = spec(tile=96, overlap=32)
     model = ColourModel(toy, radius=2)
-    with Engine(model, toy, "cpu", EngineOptions(batch_size=5, unit_chunks=1)) as engine:
+    options = EngineOptions(batch_size=5, unit_chunks=1, schedule=schedule)
+    with Engine(model, toy, "cpu", options) as engine:
+        assert engine.lockstep == (schedule == "lockstep")
         engine.run(regions_store)
     mask_ref, probs_ref = global_reference(regions_store, model)
     labels = _labels(regions_store)
@@ -73,10 +77,11 @@ def test_overlapping_tiles_stitch_without_seams(regions_store: Path) -> None:
     assert (_labels(regions_store, "wide")["0"][:] != wide_ref).any()
 
 
-def test_glass_tiles_never_reach_the_model(regions_store: Path) -> None:
+@pytest.mark.parametrize("schedule", ["lockstep", "threads"])
+def test_glass_tiles_never_reach_the_model(regions_store: Path, schedule: str) -> None:
     toy = spec()
     model = RecordingModel(toy)
-    with Engine(model, toy, "cpu", EngineOptions(batch_size=4)) as engine:
+    with Engine(model, toy, "cpu", EngineOptions(batch_size=4, schedule=schedule)) as engine:
         result = engine.run(regions_store)
     assert result.skipped_share > 0.3
     assert result.patches_run == sum(batch.shape[0] for batch in model.seen)

@@ -61,9 +61,11 @@ def _tiff_slide(tmp_path: Path) -> Path:
     return store
 
 
-@pytest.mark.parametrize("max_trace_pixels", [None, 300_000])
+@pytest.mark.parametrize(
+    ("max_trace_pixels", "schedule"), [(None, "lockstep"), (300_000, "lockstep"), (None, "threads")]
+)
 def test_outlines_traced_during_the_run_equal_the_finished_level_traced_after(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_trace_pixels: int | None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_trace_pixels: int | None, schedule: str
 ) -> None:
     """The run's GeoJSON, byte for byte, against ``mask_to_features`` (the implementation that
     traced the stored level after the run) on that stored level; with a smaller trace budget the
@@ -77,7 +79,7 @@ def test_outlines_traced_during_the_run_equal_the_finished_level_traced_after(
     monkeypatch.setattr(inference.engine, "mask_to_features", traced_after)
     store = _tiff_slide(tmp_path)
     toy = spec(tile=96, overlap=32)
-    options = EngineOptions(batch_size=8, unit_chunks=1, mpp_override=0.25)
+    options = EngineOptions(batch_size=8, unit_chunks=1, mpp_override=0.25, schedule=schedule)
     with Engine(ColourModel(toy, radius=1), toy, "cpu", options) as engine:
         result = engine.run(store)
     assert result.level == 1 and result.geojson is not None
