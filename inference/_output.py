@@ -8,7 +8,9 @@
     labels/<model>/0..n          uint8 argmax mask, same (height, width) and chunking as image
                                  level k; levels above the inference level are nearest-neighbour
                                  reductions, levels below it nearest-neighbour expansions
-    labels/<model>/probabilities uint8 (classes, y, x) at the inference level, 0-255 per class
+    labels/<model>/probabilities uint8 (classes, y, x) at the inference level, 0-255 per class,
+                                 one chunk per work unit (one file per unit, not 16: file creation
+                                 was a third of the writer's CPU, and each is a PUT on S3)
     labels/<model>/.progress/    one empty file per finished work unit; removed when complete
 
 A work unit is written chunk-aligned, then its marker is created: a kill -9 loses at most the
@@ -54,7 +56,7 @@ _BLOCK_CHUNKS = 4  # pyramid reductions work on blocks of 4 x 4 output chunks: b
 _CNAME, _CLEVEL = "lz4", 5
 # written into the run's fingerprint: a run left by a writer that built the pyramid at the end
 # (no upper levels per unit) is started over, never resumed into a half-built pyramid
-WRITER_LAYOUT = "incremental-2"
+WRITER_LAYOUT = "incremental-3"  # 3: probabilities chunked by work unit
 
 
 class LabelWriter:
@@ -81,6 +83,7 @@ class LabelWriter:
         self.mpp = mpp
         self.fingerprint = {**fingerprint, "writer": WRITER_LAYOUT}
         self.direct_up = _direct_levels(unit_px, chunk, len(level_sizes) - 1 - level)
+        self.unit_w, self.unit_h = unit_px or chunk  # the probabilities' chunk
         self.labels_dir = store / LABELS_GROUP
         self.group_dir = self.labels_dir / spec.name
         self.progress_dir = self.group_dir / _PROGRESS
@@ -135,7 +138,7 @@ class LabelWriter:
         probs = group.create_array(
             PROBABILITIES,
             shape=(n_classes, height, width),
-            chunks=(n_classes, self.chunk_h, self.chunk_w),
+            chunks=(n_classes, self.unit_h, self.unit_w),
             dtype="uint8",
             fill_value=0,
             compressors=_compressor(),
@@ -215,7 +218,7 @@ class LabelWriter:
         """Write one chunk-aligned unit at inference-level pixel (x0, y0), with its share of the
         other levels, then mark it done."""
         self._write_block(str(self.level), x0, y0, mask)
-        self._write_block(PROBABILITIES, x0, y0, probs, prefix="0/")
+        self._write_probabilities(x0, y0, probs)
         for d in range(1, self.direct_up + 1):  # nearest-neighbour reductions: dst = src[2y, 2x]
             step = 1 << d
             self._write_block(str(self.level + d), x0 // step, y0 // step, mask[::step, ::step])
@@ -234,6 +237,17 @@ class LabelWriter:
                 tile = block[..., by : by + self.chunk_h, bx : bx + self.chunk_w]
                 row, col = (y0 + by) // self.chunk_h, (x0 + bx) // self.chunk_w
                 self._write_chunk(f"{array}/c/{prefix}{row}/{col}", tile)
+
+    def _write_probabilities(self, x0: int, y0: int, probs: npt.NDArray[np.uint8]) -> None:
+        """The unit's probabilities as chunks of the unit's size (one, unless the units were
+        not given: then the mask's chunking)."""
+        height, width = probs.shape[-2:]
+        for by in range(0, height, self.unit_h):
+            for bx in range(0, width, self.unit_w):
+                tile = probs[:, by : by + self.unit_h, bx : bx + self.unit_w]
+                row, col = (y0 + by) // self.unit_h, (x0 + bx) // self.unit_w
+                key = f"{PROBABILITIES}/c/0/{row}/{col}"
+                self._write_chunk(key, tile, (self.unit_h, self.unit_w))
 
     def _write_expanded(self, x0: int, y0: int, mask: npt.NDArray[np.uint8]) -> None:
         """The unit's chunks of every finer level: chunk (row, col) of level ``level - d`` is

@@ -29,9 +29,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -204,6 +205,9 @@ class Engine:
             initializer=lower_thread_priority if self._background else None,
         )
         self._spans: dict[tuple[int, bool, bool], tuple[int, int]] = {}
+        # lockstep: a finished unit's writing and its outline tracing, beside the next read
+        self._writes = ThreadPoolExecutor(1, thread_name_prefix="infer-write")
+        self._traces = ThreadPoolExecutor(1, thread_name_prefix="infer-trace")
         self.chunks = ChunkCache()  # the producer's decoded chunks (CPU)
         self._run_lock = threading.Lock()
         self._accs = BufferPool(self.device)
@@ -212,6 +216,8 @@ class Engine:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._writes.shutdown(wait=True)
+        self._traces.shutdown(wait=True)
 
     def __enter__(self) -> Engine:
         return self
@@ -529,9 +535,41 @@ class Engine:
 
         started = time.perf_counter()
         works = self._produce(pyramid, plan, units, tissue, tissue_scale)
-        if self.lockstep:  # read and write between forward passes, on this thread
-            return self._loop(plan, works, finish, report, cancel)
-        return self._threaded(plan, works, finish, report, cancel)
+        if not self.lockstep:
+            return self._threaded(plan, works, finish, report, cancel)
+        # lockstep: a finished unit is written (one thread) and traced (another) while this
+        # thread reads the next unit; all of it is settled before the model runs again
+        side: list[tuple[int, Future[Any]]] = []
+
+        def hand_over(work: _Work) -> None:
+            mask: Future[npt.NDArray[np.uint8]] = Future()
+
+            def write() -> None:
+                try:
+                    self._finish_unit(plan, writer, work, mask)
+                except BaseException as exc:
+                    if not mask.done():  # the tracer waits on it
+                        mask.set_exception(exc)
+                    raise
+
+            side.append((work.unit.index, self._writes.submit(write)))
+            if feed is not None:  # traced while the unit's chunks are written
+                x0, y0 = work.unit.x0, work.unit.y0
+                side.append((-1, self._traces.submit(lambda: feed.add(x0, y0, mask.result()))))
+
+        def settle() -> None:
+            try:
+                for index, future in side:
+                    future.result()
+                    if index >= 0:
+                        finished.append(index)
+            finally:
+                side.clear()
+
+        try:
+            return self._loop(plan, works, hand_over, report, cancel, settle)
+        finally:
+            wait([future for _, future in side])  # an error: nothing writes after we return
 
     def _threaded(
         self, plan: Plan, works: Iterator[_Work], finish: Callable[[_Work], None],
@@ -607,9 +645,11 @@ class Engine:
     def _loop(
         self, plan: Plan, works: Iterator[_Work | None], finish: Callable[[_Work], None],
         report: Callable[[int, int], None], cancel: threading.Event | None,
+        settle: Callable[[], None] = lambda: None,
     ) -> tuple[int, int]:  # fmt: skip
         """Batch patches across units, run the model, hand each finished unit to ``finish``;
-        ``None`` from ``works`` flushes a partial batch. Returns (patches run, skipped)."""
+        ``None`` from ``works`` flushes a partial batch; ``settle`` runs before every forward
+        pass and at the end. Returns (patches run, skipped)."""
         run = skipped = 0
         batch: list[tuple[_Work, _Patch]] = []
 
@@ -618,6 +658,7 @@ class Engine:
             while len(batch) >= self.options.batch_size or (force and batch):
                 take = batch[: self.options.batch_size]
                 del batch[: self.options.batch_size]
+                settle()
                 self._forward(plan, take)
                 run += len(take)
                 for work in {id(w): w for w, _ in take}.values():
@@ -642,6 +683,7 @@ class Engine:
         if cancel is not None and cancel.is_set():
             raise InferenceCancelledError("inference cancelled")
         flush(force=True)
+        settle()
         report(run, skipped)
         return run, skipped
 
@@ -719,8 +761,12 @@ class Engine:
         self._accs.give(work.acc)
         work.acc = None
 
-    def _finish_unit(self, plan: Plan, writer: LabelWriter, work: _Work) -> npt.NDArray[np.uint8]:
-        """uint8 probabilities and argmax mask of a unit; write it (writer thread); the mask."""
+    def _finish_unit(
+        self, plan: Plan, writer: LabelWriter, work: _Work,
+        mask_ready: Future[npt.NDArray[np.uint8]] | None = None,
+    ) -> npt.NDArray[np.uint8]:  # fmt: skip
+        """uint8 probabilities and argmax mask of a unit; write it (writer thread); the mask,
+        also handed to ``mask_ready`` as soon as it exists (before the writing)."""
         unit = work.unit
         height, width = unit.y1 - unit.y0, unit.x1 - unit.x0
         n_classes = len(self.spec.classes)
@@ -728,20 +774,20 @@ class Engine:
             mask = np.zeros((height, width), dtype=np.uint8)
             probs = np.zeros((n_classes, height, width), dtype=np.uint8)
             probs[0] = 255
-            writer.write_unit(unit.index, unit.x0, unit.y0, mask, probs)
-            return mask
-        if self.cuda:
+        elif self.cuda:
             probs = work.out.to(torch.uint8).cpu().numpy()  # truncates 255 p + 0.5: rounds
             mask = work.out.argmax(dim=0).to(torch.uint8).cpu().numpy()
         else:
             values = work.out.numpy()
             probs = values.astype(np.uint8)
             mask = argmax_first(values)
-        writer.write_unit(unit.index, unit.x0, unit.y0, mask, probs)
         if work.acc is not None:
             self._accs.give(work.acc)
             work.acc = None
         work.out = None
+        if mask_ready is not None:
+            mask_ready.set_result(mask)
+        writer.write_unit(unit.index, unit.x0, unit.y0, mask, probs)
         return mask
 
     # ------------------------------------------------------------------ outlines

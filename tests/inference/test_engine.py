@@ -234,6 +234,11 @@ def test_label_pyramid_built_per_unit_equals_the_one_built_after(
     # background chunks are not stored, the others are
     level0 = labels["0"]
     assert level0.chunks == (128, 128)
+    # probabilities: one chunk (one file) per work unit
+    unit = 64 * unit_chunks
+    assert labels["probabilities"].chunks == (3, unit, unit)
+    files = list((store / "labels" / "toy" / "probabilities" / "c").rglob("*"))
+    assert sum(f.is_file() for f in files) == len(pending)
     chunks = store / "labels" / "toy" / "0" / "c"
     for row in range(0, 10):
         for col in range(0, 15):
