@@ -31,6 +31,7 @@ import json
 import logging
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -214,16 +215,22 @@ class LabelWriter:
         y0: int,
         mask: npt.NDArray[np.uint8],
         probs: npt.NDArray[np.uint8],
+        pool: Executor | None = None,
     ) -> None:
         """Write one chunk-aligned unit at inference-level pixel (x0, y0), with its share of the
-        other levels, then mark it done."""
+        other levels, then mark it done; the probabilities in ``pool`` if given, beside the
+        mask levels (LZ4 and file writes release the GIL)."""
+        probabilities = pool.submit(self._write_probabilities, x0, y0, probs) if pool else None
         self._write_block(str(self.level), x0, y0, mask)
-        self._write_probabilities(x0, y0, probs)
+        if probabilities is None:
+            self._write_probabilities(x0, y0, probs)
         for d in range(1, self.direct_up + 1):  # nearest-neighbour reductions: dst = src[2y, 2x]
             step = 1 << d
             self._write_block(str(self.level + d), x0 // step, y0 // step, mask[::step, ::step])
         if self.level > 0:  # nearest-neighbour expansions: dst = src[y/2, x/2]
             self._write_expanded(x0, y0, mask)
+        if probabilities is not None:
+            probabilities.result()
         (self.progress_dir / str(index)).touch()
 
     def _write_block(

@@ -185,10 +185,13 @@ class Engine:
         self.options = options or EngineOptions()
         self.cuda = self.device.type == "cuda"
         pin_mmap_threshold()  # peak RSS set by the units in flight, not the slide size
-        if isinstance(model, torch.nn.Module):
+        if isinstance(model, torch.nn.Module):  # channels_last: depthwise convolutions run
+            # ~1.6x faster on CPU (oneDNN) and use tensor cores on CUDA
             model = model.to(self.device).eval()
-            if self.cuda:
+            try:
                 model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            except RuntimeError:  # 5-D parameters: the model keeps its layout
+                logger.debug("model kept its memory layout")
         self.model: Model = model
         self._mean = torch.tensor(spec.mean, device=self.device).view(3, 1, 1) * 255
         self._std = torch.tensor(spec.std, device=self.device).view(3, 1, 1) * 255
@@ -704,8 +707,8 @@ class Engine:
     def forward_probs(self, inputs: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Class probabilities of a normalised (N, 3, tile, tile) batch (into ``out`` if given)."""
         tile = inputs.shape[-1]
+        inputs = inputs.contiguous(memory_format=torch.channels_last)  # no copy on CPU
         if self.cuda:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.float16):
                 logits = self.model(inputs)
         else:
@@ -720,7 +723,9 @@ class Engine:
         """The reused (n, 3, tile, tile) input and (n, classes, tile, tile) output buffers."""
         size = self.options.batch_size
         if self._batch_in is None or self._batch_probs is None:
-            self._batch_in = torch.empty((size, 3, tile, tile), device=self.device)
+            self._batch_in = torch.empty((size, 3, tile, tile), device=self.device).contiguous(
+                memory_format=torch.channels_last
+            )  # patches are copied straight into the model's layout
             classes = len(self.spec.classes)
             self._batch_probs = torch.empty((size, classes, tile, tile), device=self.device)
         return self._batch_in[:n], self._batch_probs[:n]
@@ -787,7 +792,9 @@ class Engine:
         work.out = None
         if mask_ready is not None:
             mask_ready.set_result(mask)
-        writer.write_unit(unit.index, unit.x0, unit.y0, mask, probs)
+        # lockstep: the decode pool is free while a unit is written (its reads come later)
+        pool = self._pool if self.lockstep else None
+        writer.write_unit(unit.index, unit.x0, unit.y0, mask, probs, pool)
         return mask
 
     # ------------------------------------------------------------------ outlines

@@ -23,6 +23,7 @@ from models.errors import (
     WeightsMismatchError,
     WeightsMissingError,
 )
+from models.fold import fold_batchnorm
 from models.nets import MobileUNet
 
 __all__ = ["ARCHITECTURES", "build_model", "get_card", "list_models", "load_model", "sha256_file"]
@@ -78,7 +79,8 @@ def sha256_file(path: Path) -> str:
 def load_model(
     name: str, device: str | torch.device = "cpu", root: Path | None = None
 ) -> tuple[ModelCard, nn.Module]:
-    """Card and network with its weights, in eval mode and float32, on ``device``.
+    """Card and network with its weights, in eval mode and float32, on ``device``, batch
+    norms folded into their convolutions (``models.fold``: for inference, not for training).
 
     The weights file's SHA-256 is checked against the card before it is unpickled
     (``weights_only``), so a swapped or truncated file never runs.
@@ -109,5 +111,10 @@ def load_model(
         raise InvalidCardError(
             f"model {name!r}: weights do not fit {card.architecture}: {exc}"
         ) from exc
-    logger.info("loaded model %s %s (%s)", card.name, card.version, card.architecture)
-    return card, model.to(device).eval()
+    model.eval()
+    folded = fold_batchnorm(model)  # inference only: same function, ~20 % faster
+    logger.info(
+        "loaded model %s %s (%s, %d batch norms folded)",
+        card.name, card.version, card.architecture, folded,
+    )  # fmt: skip
+    return card, model.to(device)

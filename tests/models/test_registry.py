@@ -90,3 +90,29 @@ def test_cli_list_json_and_show(capsys: pytest.CaptureFixture[str], shipped_name
     assert main(["models", "show", "no-such-model"]) == 1
     err = capsys.readouterr().err
     assert "no model 'no-such-model'" in err and "Traceback" not in err
+
+
+def test_loaded_model_has_batch_norms_folded_and_computes_the_same(
+    models_root: Path, shipped_name: str
+) -> None:
+    """load_model folds every batch norm into its convolution; the logits are those of the
+    unfolded network with the same weights (a wrong fold changes them by far more than 1e-3)."""
+    card, folded = load_model(shipped_name, "cpu", models_root)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    plain = build_model(card)
+    state = torch.load(card.weights_path, map_location="cpu", weights_only=True)
+    plain.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    plain.eval()
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules()) > 10
+    x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected, actual = plain(x), folded(x)
+    assert (expected - actual).abs().max().item() < 1e-3
+    assert expected.std().item() > 0.1  # the comparison is not between two near-zero outputs
+
+
+def test_folding_refuses_a_model_in_training_mode(models_root: Path, shipped_name: str) -> None:
+    from models.fold import fold_batchnorm
+
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(build_model(get_card(shipped_name, models_root)))
