@@ -707,7 +707,7 @@ class Engine:
     def forward_probs(self, inputs: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Class probabilities of a normalised (N, 3, tile, tile) batch (into ``out`` if given)."""
         tile = inputs.shape[-1]
-        inputs = inputs.contiguous(memory_format=torch.channels_last)  # no copy on CPU
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
         if self.cuda:
             with torch.autocast("cuda", dtype=torch.float16):
                 logits = self.model(inputs)
@@ -723,9 +723,9 @@ class Engine:
         """The reused (n, 3, tile, tile) input and (n, classes, tile, tile) output buffers."""
         size = self.options.batch_size
         if self._batch_in is None or self._batch_probs is None:
-            self._batch_in = torch.empty((size, 3, tile, tile), device=self.device).contiguous(
-                memory_format=torch.channels_last
-            )  # patches are copied straight into the model's layout
+            # NCHW: copying patches in and normalising are 3x faster than in channels_last, and
+            # one conversion before the model costs less than the difference
+            self._batch_in = torch.empty((size, 3, tile, tile), device=self.device)
             classes = len(self.spec.classes)
             self._batch_probs = torch.empty((size, classes, tile, tile), device=self.device)
         return self._batch_in[:n], self._batch_probs[:n]
