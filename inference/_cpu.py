@@ -1,10 +1,10 @@
 """CPU-side helpers of the engine: who gets the cores, reused buffers, a cheap argmax.
 
-On a CPU device the model is the cost and torch's intra-op threads already fill every core;
-the reader, decoder and writer threads run at the lowest priority so they take the gaps
-between and inside forward passes instead of slowing the model (a contended OpenMP barrier
-costs far more than the work that contended it). When they fall behind, the model thread
-blocks on its queue, its cores fall idle and they catch up at full speed.
+On a CPU device the model is the cost and torch's intra-op threads already fill every core.
+The engine's default there runs reading and writing between forward passes (``lockstep``);
+with the ``threads`` schedule, the reader, decoder and writer threads run at the lowest
+priority so they take the gaps between and inside forward passes (a contended OpenMP barrier
+costs far more than the work that contended it).
 
 Large per-unit tensors come from a :class:`BufferPool`: allocated once per shape, they never
 go back to the allocator between units (no page faults, no heap churn across threads).

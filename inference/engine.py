@@ -8,14 +8,22 @@ edges too (read from the neighbouring chunks), so a network's padding artefacts 
 output; neighbouring cores inside a unit are blended over a linear ramp ``overlap / 2`` wide
 (weights sum to one), and every patch is run exactly once.
 
-Threads: a producer reads stored JPEG chunks and decodes them (libjpeg-turbo in a thread pool
-on CPU, ``torchvision.io.decode_jpeg`` batches on CUDA) into a bounded queue; the caller's thread
-normalises on the device, batches patches across units, runs the model and blends each patch into
-its unit's accumulator; a writer thread argmaxes and writes chunks (and the label pyramid's share
-of each unit, ``_output.py``). Memory is bounded by the queue depths, not by the slide size.
+Scheduling (``EngineOptions.schedule``): reading decodes stored JPEG chunks (libjpeg-turbo in a
+thread pool on CPU, ``torchvision.io.decode_jpeg`` batches on CUDA); the caller's thread
+normalises, batches patches across units, runs the model and blends each patch into its unit's
+accumulator; a finished unit is argmaxed and written (with the label pyramid's share of it,
+``_output.py``) and fed to the outline tracer.
+- ``lockstep`` (CPU default): the model's threads already fill every core, and any thread
+  beside them slowed it by more than the work it did (pipeline / bare 0.65 with threads, 0.75
+  in lockstep, the same slower model). So nothing runs while the model runs: between forward
+  passes a finished unit is written (one thread, its probabilities in the decode pool) and
+  traced (another) while this thread reads the next unit, and all of it is settled before the
+  model runs again.
+- ``threads`` (CUDA default): a producer thread and a writer thread beside the model, bounded
+  queues between them; on CPU at the lowest thread priority (``_cpu.py``).
+Memory is bounded by the units in flight, not by the slide size.
 
-CPU: the model is the cost, so everything else is arranged not to take cores from it (see
-``_cpu.py``): reader, decoders and writer run at the lowest thread priority, in the gaps; the
+CPU: the model runs channels_last with its batch norms folded (``models.fold``); the
 accumulator holds ``255 * probability + 0.5`` (blend weights pre-scaled, weights summing to one
 by construction, so no weight sum and no division), which becomes the stored uint8 in one cast;
 batch, probability and accumulator buffers are reused, never re-faulted per unit.
