@@ -569,13 +569,13 @@ class Engine:
                 side.append((-1, self._traces.submit(lambda: feed.add(x0, y0, mask.result()))))
 
         def settle() -> None:
-            try:
-                for index, future in side:
-                    future.result()
-                    if index >= 0:
-                        finished.append(index)
-            finally:
-                side.clear()
+            pending = side[:]
+            side.clear()
+            wait([future for _, future in pending])  # all done, even when one failed
+            for index, future in pending:
+                future.result()  # the first error, if any
+                if index >= 0:
+                    finished.append(index)
 
         try:
             return self._loop(plan, works, hand_over, report, cancel, settle)

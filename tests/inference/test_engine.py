@@ -244,3 +244,32 @@ def test_label_pyramid_built_per_unit_equals_the_one_built_after(
         for col in range(0, 15):
             block = expanded[row * 128 : (row + 1) * 128, col * 128 : (col + 1) * 128]
             assert (chunks / str(row) / str(col)).is_file() == bool(block.any()), (row, col)
+
+
+@pytest.mark.parametrize("schedule", ["lockstep", "threads"])
+def test_a_failed_unit_write_stops_the_run_and_a_rerun_resumes(
+    regions_store: Path, monkeypatch: pytest.MonkeyPatch, schedule: str
+) -> None:
+    """A disk error in the writer reaches the caller (no hang, no swallowed error); units
+    written before it stay marked and the next run resumes after them."""
+    import inference._output as output
+
+    real = output.LabelWriter.write_unit
+    calls: list[int] = []
+
+    def failing(self: output.LabelWriter, index: int, *args: object, **kwargs: object) -> None:
+        calls.append(index)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real(self, index, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(output.LabelWriter, "write_unit", failing)
+    toy = spec()
+    options = EngineOptions(batch_size=4, unit_chunks=1, schedule=schedule)
+    with Engine(ColourModel(toy), toy, "cpu", options) as engine:
+        with pytest.raises(OSError, match="No space left"):
+            engine.run(regions_store)
+        monkeypatch.setattr(output.LabelWriter, "write_unit", real)
+        result = engine.run(regions_store)
+    assert result.units_resumed >= 2 and result.geojson is not None
+    assert result.units_resumed < result.units_total
