@@ -234,27 +234,23 @@ class LabelWriter:
         (self.progress_dir / str(index)).touch()
 
     def _write_block(
-        self, array: str, x0: int, y0: int, block: npt.NDArray[np.uint8], prefix: str = ""
-    ) -> None:
+        self, array: str, x0: int, y0: int, block: npt.NDArray[np.uint8], prefix: str = "",
+        chunk: tuple[int, int] | None = None,
+    ) -> None:  # fmt: skip
         """Chunk files of ``block`` (..., h, w), whose top-left (x0, y0) is chunk-aligned and
-        which covers every chunk it touches (or reaches the level's edge)."""
+        which covers every chunk it touches (or reaches the level's edge); ``chunk``: (height,
+        width) of the array's chunks, the mask's by default."""
+        chunk_h, chunk_w = chunk or (self.chunk_h, self.chunk_w)
         height, width = block.shape[-2:]
-        for by in range(0, height, self.chunk_h):
-            for bx in range(0, width, self.chunk_w):
-                tile = block[..., by : by + self.chunk_h, bx : bx + self.chunk_w]
-                row, col = (y0 + by) // self.chunk_h, (x0 + bx) // self.chunk_w
-                self._write_chunk(f"{array}/c/{prefix}{row}/{col}", tile)
+        for by in range(0, height, chunk_h):
+            for bx in range(0, width, chunk_w):
+                tile = block[..., by : by + chunk_h, bx : bx + chunk_w]
+                row, col = (y0 + by) // chunk_h, (x0 + bx) // chunk_w
+                self._write_chunk(f"{array}/c/{prefix}{row}/{col}", tile, (chunk_h, chunk_w))
 
     def _write_probabilities(self, x0: int, y0: int, probs: npt.NDArray[np.uint8]) -> None:
-        """The unit's probabilities as chunks of the unit's size (one, unless the units were
-        not given: then the mask's chunking)."""
-        height, width = probs.shape[-2:]
-        for by in range(0, height, self.unit_h):
-            for bx in range(0, width, self.unit_w):
-                tile = probs[:, by : by + self.unit_h, bx : bx + self.unit_w]
-                row, col = (y0 + by) // self.unit_h, (x0 + bx) // self.unit_w
-                key = f"{PROBABILITIES}/c/0/{row}/{col}"
-                self._write_chunk(key, tile, (self.unit_h, self.unit_w))
+        """The unit's probabilities, in chunks of the unit's size (one per unit)."""
+        self._write_block(PROBABILITIES, x0, y0, probs, "0/", (self.unit_h, self.unit_w))
 
     def _write_expanded(self, x0: int, y0: int, mask: npt.NDArray[np.uint8]) -> None:
         """The unit's chunks of every finer level: chunk (row, col) of level ``level - d`` is

@@ -37,7 +37,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -557,7 +557,8 @@ class Engine:
 
             def write() -> None:
                 try:
-                    self._finish_unit(plan, writer, work, mask)
+                    # the decode pool also writes the probabilities: it idles between reads
+                    self._finish_unit(plan, writer, work, mask, self._pool)
                 except BaseException as exc:
                     if not mask.done():  # the tracer waits on it
                         mask.set_exception(exc)
@@ -776,10 +777,11 @@ class Engine:
 
     def _finish_unit(
         self, plan: Plan, writer: LabelWriter, work: _Work,
-        mask_ready: Future[npt.NDArray[np.uint8]] | None = None,
+        mask_ready: Future[npt.NDArray[np.uint8]] | None = None, pool: Executor | None = None,
     ) -> npt.NDArray[np.uint8]:  # fmt: skip
-        """uint8 probabilities and argmax mask of a unit; write it (writer thread); the mask,
-        also handed to ``mask_ready`` as soon as it exists (before the writing)."""
+        """uint8 probabilities and argmax mask of a unit; write it (writer thread, with the
+        probabilities in ``pool`` if given); the mask, also handed to ``mask_ready`` as soon as
+        it exists (before the writing)."""
         unit = work.unit
         height, width = unit.y1 - unit.y0, unit.x1 - unit.x0
         n_classes = len(self.spec.classes)
@@ -800,8 +802,6 @@ class Engine:
         work.out = None
         if mask_ready is not None:
             mask_ready.set_result(mask)
-        # lockstep: the decode pool is free while a unit is written (its reads come later)
-        pool = self._pool if self.lockstep else None
         writer.write_unit(unit.index, unit.x0, unit.y0, mask, probs, pool)
         return mask
 

@@ -41,6 +41,7 @@ def test_pointwise_model_reproduces_the_known_regions(
 ) -> None:
     toy = spec()
     with Engine(ColourModel(toy), toy, "cpu", EngineOptions(batch_size=8)) as engine:
+        assert engine.lockstep  # the CPU default: nothing runs beside the model
         result = engine.run(regions_store)
     labels = _labels(regions_store)
     expected = regions[1]
