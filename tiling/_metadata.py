@@ -20,7 +20,7 @@ from zarr.storage import MemoryStore
 from tiling.codec import JpegCodec
 from tiling.layout import ASSOCIATED_GROUP, FILL_VALUE, IAIN_ATTR, PyramidSpec
 
-__all__ = ["ROOT_KEY", "multiscales_attrs", "pyramid_documents"]
+__all__ = ["ROOT_KEY", "multiscales_attrs", "pyramid_documents", "root_document"]
 
 ROOT_KEY = "zarr.json"
 _CHANNELS = (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))
@@ -95,11 +95,7 @@ def pyramid_documents(
 ) -> dict[str, bytes]:
     """Every metadata key (and the associated images' chunks), root ``zarr.json`` included."""
     store = MemoryStore()
-    root = zarr.create_group(
-        store,
-        zarr_format=3,
-        attributes={"ome": multiscales_attrs(spec, name), IAIN_ATTR: iain_attrs(info, icc_profile)},
-    )
+    root = _root_group(store, spec, name, info, icc_profile)
     for level in range(spec.level_count):
         width, height = spec.level_size(level)
         root.create_array(
@@ -127,6 +123,28 @@ def pyramid_documents(
             )
             array[...] = pixels
 
+    return _dump(store)
+
+
+def root_document(
+    spec: PyramidSpec, *, name: str, info: Mapping[str, Any], icc_profile: bytes | None
+) -> bytes:
+    """The root ``zarr.json`` alone, as ``pyramid_documents`` writes it (the attributes live
+    there; the arrays have their own keys): rewritten once the build has measured its levels."""
+    store = MemoryStore()
+    _root_group(store, spec, name, info, icc_profile)
+    return _dump(store)[ROOT_KEY]
+
+
+def _root_group(
+    store: MemoryStore, spec: PyramidSpec, name: str, info: Mapping[str, Any],
+    icc_profile: bytes | None,
+) -> zarr.Group:  # fmt: skip
+    attributes = {"ome": multiscales_attrs(spec, name), IAIN_ATTR: iain_attrs(info, icc_profile)}
+    return zarr.create_group(store, zarr_format=3, attributes=attributes)
+
+
+def _dump(store: MemoryStore) -> dict[str, bytes]:
     async def dump() -> dict[str, bytes]:
         out: dict[str, bytes] = {}
         async for key in store.list():

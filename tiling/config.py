@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from tiling.codec import DEFAULT_QUALITY, DEFAULT_SUBSAMPLING, SUBSAMPLINGS
 
@@ -16,24 +17,19 @@ __all__ = ["DEFAULT_MIN_PSNR", "TilingConfig"]
 DEFAULT_MIN_PSNR = 35.5
 
 
-def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+_N = TypeVar("_N", int, float)
+
+
+def _number(environ: Mapping[str, str], name: str, default: _N, kind: type[_N]) -> _N:
+    """``environ[name]`` as ``kind`` (int or float); ``default`` when unset or empty."""
     raw = environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not an integer") from exc
-
-
-def _float(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not a number") from exc
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name}={raw!r} is not {what}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +81,12 @@ class TilingConfig:
         if env.get("TILING_S3_ENDPOINT_URL"):
             s3["endpoint_url"] = env["TILING_S3_ENDPOINT_URL"]
         return cls(
-            quality=_int(env, "TILING_QUALITY", DEFAULT_QUALITY),
+            quality=_number(env, "TILING_QUALITY", DEFAULT_QUALITY, int),
             subsampling=env.get("TILING_SUBSAMPLING") or DEFAULT_SUBSAMPLING,
             optimize_huffman=env.get("TILING_OPTIMIZE_HUFFMAN", "1") not in ("0", "false"),
-            tile_size=_int(env, "TILING_TILE_SIZE", 256),
-            workers=_int(env, "TILING_WORKERS", 0),
-            process_min_tiles=_int(env, "TILING_PROCESS_MIN_TILES", 2048),
-            min_psnr=_float(env, "TILING_MIN_PSNR", DEFAULT_MIN_PSNR),
+            tile_size=_number(env, "TILING_TILE_SIZE", 256, int),
+            workers=_number(env, "TILING_WORKERS", 0, int),
+            process_min_tiles=_number(env, "TILING_PROCESS_MIN_TILES", 2048, int),
+            min_psnr=_number(env, "TILING_MIN_PSNR", DEFAULT_MIN_PSNR, float),
             s3_options=s3,
         )

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tiling._metadata import ROOT_KEY, pyramid_documents
+from tiling._metadata import ROOT_KEY, pyramid_documents, root_document
 from tiling._pixels import downsample2, half_decode, pad_edges
 from tiling._psnr import (
     MAX_REPAIRS,
@@ -580,22 +580,6 @@ def _associated(reader: SlideReader) -> dict[str, np.ndarray]:
     return images
 
 
-def _root_document(
-    spec: PyramidSpec, name: str, config: TilingConfig, info: dict[str, Any], icc: bytes | None
-) -> bytes:
-    """The root ``zarr.json`` alone (it holds the attributes; arrays live in their own keys)."""
-    documents = pyramid_documents(
-        spec,
-        name=name,
-        quality=config.quality,
-        subsampling=config.subsampling,
-        info=info,
-        icc_profile=icc,
-        associated={},
-    )
-    return documents[ROOT_KEY]
-
-
 def build_pyramid(
     reader: SlideReader,
     out: str | Path,
@@ -764,7 +748,9 @@ def build_pyramid(
             info["reduced_levels"] = measured_info(
                 builder.steps or [], builder.level_psnr(), config.min_psnr
             )
-            documents[ROOT_KEY] = _root_document(spec, name, config, info, reader.icc_profile)
+            documents[ROOT_KEY] = root_document(
+                spec, name=name, info=info, icc_profile=reader.icc_profile
+            )
         sink.write(ROOT_KEY, documents[ROOT_KEY])
         sink.remove(BUILD_MARKER)
         sink.remove(STEPS_KEY)
