@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page
 
+from share.demo import DEMO_ACCOUNTS
 from tests.conftest import REPO_ROOT
 from tests.viewer._stub_backend import LiveServer, StubSlide, create_stub_app
 from tests.viewer.pyramids import synthetic_rgb, write_pyramid
@@ -50,6 +51,19 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory, pixels: np.ndarray) -> Pa
     (root / "broken.zarr" / "zarr.json").write_text("{not json")
     (root / "notes.txt").write_text("not a pyramid")
     return root
+
+
+DEMO_PASSWORDS = {a.username: a.password for a in DEMO_ACCOUNTS}
+
+
+def api_log_in(page: Page, base_url: str, username: str) -> None:
+    """A demo account's session in ``page``'s browser context, through ``POST /api/login``
+    (the login page itself is tested once, in ``test_annotations_browser``)."""
+    answer = page.request.post(
+        f"{base_url}/api/login",
+        data={"username": username, "password": DEMO_PASSWORDS[username]},
+    )
+    assert answer.ok, answer.text()
 
 
 def make_settings(data: Path | str, cache: Path, **changes: object) -> ServerSettings:

@@ -23,14 +23,14 @@ from playwright.sync_api import Browser, Page
 from share import annotations as store
 from share.accounts import Accounts
 from share.config import ShareSettings
-from share.demo import DEMO_ACCOUNTS, create_demo_accounts
+from share.demo import create_demo_accounts
 from tests.share.conftest import LiveServer, create_pg_database, pg_server  # noqa: F401
-from tests.viewer.conftest import make_settings
+from tests.viewer.conftest import DEMO_PASSWORDS, api_log_in, make_settings
 from viewer.app import create_app
 
 pytestmark = pytest.mark.browser
 
-PASSWORDS = {a.username: a.password for a in DEMO_ACCOUNTS}
+PASSWORDS = DEMO_PASSWORDS
 TUMOUR = (0xD6, 0x27, 0x28)  # the default "Tumour" class colour of annotations.js
 
 
@@ -79,10 +79,7 @@ def clean(site: Site) -> Site:
 
 
 def log_in(page: Page, site: Site, username: str) -> None:
-    r = page.request.post(
-        f"{site.url}/api/login", data={"username": username, "password": PASSWORDS[username]}
-    )
-    assert r.ok, r.text()
+    api_log_in(page, site.url, username)
 
 
 def open_annotated(page: Page, site: Site, slide_id: str) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser
 
-from tests.viewer.test_tile_grants import PASSWORDS, Site, grant_site
+from tests.viewer.conftest import api_log_in
+from tests.viewer.test_tile_grants import Site, grant_site
 
 pytestmark = pytest.mark.browser
 
@@ -28,11 +29,7 @@ def test_every_page_runs_its_scripts(pages_site: Site, browser: Browser) -> None
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
-        r = page.request.post(
-            f"{site.url}/api/login",
-            data={"username": "caen-admin", "password": PASSWORDS["caen-admin"]},
-        )
-        assert r.ok
+        api_log_in(page, site.url, "caen-admin")
         paths = ["/", f"/view/{site.cmu}", "/audit", "/review", "/collections"]
         paths += ["/shared-with-me", "/opinions", f"/rcp?slides={site.cmu},{site.cmu}"]
         for path in paths:

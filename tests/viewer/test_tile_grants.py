@@ -24,15 +24,15 @@ from playwright.sync_api import Browser
 
 from share.accounts import Accounts
 from share.config import ShareSettings
-from share.demo import DEMO_ACCOUNTS, create_demo_accounts
+from share.demo import create_demo_accounts
 from share.tile_grants import EXPIRES_COOKIE, SIGNATURE_COOKIE, TileGrants
 from share.web import SESSION_COOKIE
 from tests.share.conftest import LiveServer
-from tests.viewer.conftest import free_port, make_settings
+from tests.viewer.conftest import DEMO_PASSWORDS, api_log_in, free_port, make_settings
 from viewer.app import create_app
 from viewer.nginx import local_stores, render_nginx_conf
 
-PASSWORDS = {a.username: a.password for a in DEMO_ACCOUNTS}
+PASSWORDS = DEMO_PASSWORDS
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
@@ -231,11 +231,7 @@ def test_viewer_fetches_whole_chunks_through_the_grant(
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     try:
-        r = page.request.post(
-            f"{nginx_front}/api/login",
-            data={"username": "caen-patho", "password": PASSWORDS["caen-patho"]},
-        )
-        assert r.ok
+        api_log_in(page, nginx_front, "caen-patho")
         seen: list[tuple[str, int, str | None]] = []
         page.on(
             "response",
@@ -336,11 +332,7 @@ def test_viewer_falls_back_when_the_grant_lapses_and_renews_it(
     page = context.new_page()
     try:
         page.add_init_script("performance.setResourceTimingBufferSize(100000)")
-        r = page.request.post(
-            f"{site.url}/api/login",
-            data={"username": "caen-patho", "password": PASSWORDS["caen-patho"]},
-        )
-        assert r.ok
+        api_log_in(page, site.url, "caen-patho")
         grant_requests: list[str] = []
         page.on(
             "request",
