@@ -1,6 +1,7 @@
 """``iain infer`` and ``iain predict``: argparse, then one call into the engine.
 
-``iain infer STORE.zarr... --model NAME [--device cpu|cuda] [--mpp X] [--batch N]`` writes
+``iain infer STORE.zarr... --model NAME [--device cpu|cuda] [--mpp X] [--batch N]
+[--schedule auto|lockstep|threads]`` writes
 ``STORE.zarr/labels/NAME/`` and ``STORE.zarr/labels/NAME.geojson``; a killed run resumes.
 ``iain predict --model NAME --out DIR IMAGE.png...`` writes ``DIR/<stem>.png`` class indices.
 Errors are one line on stderr and exit status 2.
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from inference.errors import InferenceError
+from inference.plan import SCHEDULES
 
 __all__ = ["main"]
 
@@ -35,6 +37,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
                             help="output chunks per work-unit side (resume unit)")  # fmt: skip
         parser.add_argument("--keep-glass", action="store_true",
                             help="run the model on glass too (no tissue detection)")  # fmt: skip
+        parser.add_argument("--schedule", choices=SCHEDULES, default="auto",
+                            help="auto (default): lockstep on CPU, threads on CUDA")  # fmt: skip
     else:
         parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
         parser.add_argument("--out", required=True, type=Path, help="output folder")
@@ -83,10 +87,12 @@ def _infer(args: argparse.Namespace) -> int:
         mpp_override=args.mpp,
         unit_chunks=args.unit_chunks,
         skip_glass=not args.keep_glass,
+        schedule=args.schedule,
     )
     device = resolve_device(args.device)
     spec, model = load_named_model(args.model, device)
     with Engine(model, spec, device, options) as engine:
+        schedule = "lockstep" if engine.lockstep else "threads"  # what "auto" chose
         for store in args.stores:
             result = engine.run(store, progress=_Bar(store.name, not args.quiet))
             if result.already_complete:
@@ -97,7 +103,7 @@ def _infer(args: argparse.Namespace) -> int:
                 f"({result.features} polygons); {result.patches_run} tiles run, "
                 f"{100 * result.skipped_share:.1f} % glass skipped, "
                 f"{result.units_resumed}/{result.units_total} units resumed, "
-                f"{result.seconds:.1f} s"
+                f"{result.seconds:.1f} s ({schedule} schedule)"
             )
     return 0
 

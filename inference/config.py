@@ -5,6 +5,7 @@
                          ``cpu``; empty: this process runs no worker, it only answers the API)
 ``INFERENCE_BATCH``      patches per forward pass (16)
 ``INFERENCE_UNIT_CHUNKS`` output chunks per work-unit side (4): resume and memory granularity
+``INFERENCE_SCHEDULE``   ``auto`` (lockstep on CPU, threads on CUDA), ``lockstep`` or ``threads``
 ``INFERENCE_STALE_S``    a running job whose record is older than this is re-queued (600)
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from inference.engine import EngineOptions
 from inference.errors import InvalidRequestError
+from inference.plan import SCHEDULES
 
 __all__ = ["InferenceSettings"]
 
@@ -31,6 +33,14 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise InvalidRequestError(f"{name}={raw!r} is not an integer") from exc
 
 
+def _schedule(environ: Mapping[str, str]) -> str:
+    raw = environ.get("INFERENCE_SCHEDULE") or "auto"
+    if raw not in SCHEDULES:
+        choices = ", ".join(SCHEDULES)
+        raise InvalidRequestError(f"INFERENCE_SCHEDULE={raw!r} is not one of {choices}")
+    return raw
+
+
 @dataclass(frozen=True, slots=True)
 class InferenceSettings:
     """Where jobs live, which devices run them, and the engine's options."""
@@ -39,10 +49,13 @@ class InferenceSettings:
     devices: tuple[str, ...] = ("cpu",)
     batch_size: int = 16
     unit_chunks: int = 4
+    schedule: str = "auto"
     stale_after_s: int = 600
 
     def engine_options(self) -> EngineOptions:
-        return EngineOptions(batch_size=self.batch_size, unit_chunks=self.unit_chunks)
+        return EngineOptions(
+            batch_size=self.batch_size, unit_chunks=self.unit_chunks, schedule=self.schedule
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> InferenceSettings:
@@ -53,5 +66,6 @@ class InferenceSettings:
             devices=("cpu",) if devices is None else tuple(d for d in devices.split(",") if d),
             batch_size=_int(env, "INFERENCE_BATCH", 16),
             unit_chunks=_int(env, "INFERENCE_UNIT_CHUNKS", 4),
+            schedule=_schedule(env),
             stale_after_s=_int(env, "INFERENCE_STALE_S", 600),
         )

@@ -116,6 +116,18 @@ def test_predict_writes_class_index_pngs(tmp_path: Path) -> None:
     assert tiny.shape == (40, 50) and (tiny[10:22, 18:38] == 2).all() and tiny[0, 0] == 0
 
 
+def test_infer_reports_the_schedule_it_ran(
+    tmp_path: Path, regions: Regions, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for schedule, said in (("auto", "lockstep"), ("threads", "threads")):  # auto: CPU -> lockstep
+        store = write_store(tmp_path / f"{schedule}.zarr", regions[0])
+        assert main(["infer", str(store), "--model", TOY, "--schedule", schedule, "--quiet"]) == 0
+        assert f"({said} schedule)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse: exit 2 naming the choices
+        main(["infer", str(store), "--model", TOY, "--schedule", "fast"])
+    assert "invalid choice: 'fast'" in capsys.readouterr().err
+
+
 def test_iain_dispatcher_reaches_infer(tmp_path: Path, regions: Regions) -> None:
     from viewer.cli import main as iain
 

@@ -7,8 +7,10 @@ from dataclasses import replace
 from typing import Any
 
 import httpx
+import pytest
 
 from inference.config import InferenceSettings
+from inference.errors import InvalidRequestError
 from inference.jobs import JobService, JobState
 from tests.inference.conftest import JobsServer
 
@@ -96,3 +98,8 @@ def test_settings_from_env() -> None:
     assert settings.devices == ("cuda:0", "cuda:1") and settings.batch_size == 32
     assert settings.engine_options().batch_size == 32 and str(settings.jobs_dir) == "/j"
     assert InferenceSettings.from_env({"INFERENCE_DEVICES": ""}).devices == ()
+    assert settings.engine_options().schedule == "auto"
+    threads = InferenceSettings.from_env({"INFERENCE_SCHEDULE": "threads"}).engine_options()
+    assert threads.schedule == "threads"
+    with pytest.raises(InvalidRequestError, match="INFERENCE_SCHEDULE='fast'"):
+        InferenceSettings.from_env({"INFERENCE_SCHEDULE": "fast"})
