@@ -32,6 +32,7 @@ if not os.environ.get("PYTHONPATH"):  # otherwise: the checkout named there
 import inference._output as output_module
 import inference.engine as engine_module
 import inference.outlines as outlines_module
+from benchmarks.bench_infer import bench_bare
 from inference._memory import pin_mmap_threshold
 from inference.engine import Engine, EngineOptions
 from inference.spec import load_named_model
@@ -59,12 +60,15 @@ def _instrument_modules() -> None:
     """Stages reached through module or class attributes (every engine of the process)."""
     writer = output_module.LabelWriter
     writer.write_unit = _timed("writer: LabelWriter.write_unit", writer.write_unit)  # type: ignore[method-assign]
+    writer._write_probabilities = _timed(  # type: ignore[method-assign]
+        "decode pool: probabilities", writer._write_probabilities
+    )
     writer.finish = _timed("end: LabelWriter.finish", writer.finish, wall=True)  # type: ignore[method-assign]
     engine_module.decode_jpeg = _timed("reader: JPEG decode", engine_module.decode_jpeg)
     engine_module.argmax_first = _timed("writer: argmax", engine_module.argmax_first)
     tracer = getattr(outlines_module, "RowTracer", None)  # absent before outlines per band
     if tracer is not None:
-        tracer.advance = _timed("writer: outlines per band", tracer.advance, wall=True)
+        tracer.advance = _timed("tracer: outlines per band", tracer.advance, wall=True)
 
 
 def _instrument(engine: Engine) -> None:
@@ -78,17 +82,6 @@ def _instrument(engine: Engine) -> None:
     e._tissue = _timed("start: tissue mask", e._tissue, wall=True)
 
 
-def bare(model: Any, batch: int, tile: int, seconds: float) -> float:
-    x = torch.randn(batch, 3, tile, tile)
-    with torch.inference_mode():
-        model(x)
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            model(x)
-            done += batch
-    return done / (time.perf_counter() - started)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, default=Path("/tmp/iain-bench/bench20000.zarr"))
@@ -99,9 +92,9 @@ def main() -> int:
     pin_mmap_threshold()
     spec, model = load_named_model(args.model, torch.device("cpu"))
     _instrument_modules()
-    bare(model, args.batch, spec.tile_size_px, 2.0)  # warm-up, discarded
+    bench_bare(model, torch.device("cpu"), args.batch, 2.0)  # warm-up, discarded
     for _ in range(args.repeat):
-        rate = bare(model, args.batch, spec.tile_size_px, 4.0)
+        rate, _ = bench_bare(model, torch.device("cpu"), args.batch, 4.0)
         cpu_s.clear()
         wall_s.clear()
         shutil.rmtree(args.store / "labels", ignore_errors=True)
