@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
+from share.client_address import Network, parse_networks
 from share.errors import InvalidInputError
 
 __all__ = ["DEFAULT_CENTRES", "ShareSettings"]
@@ -71,6 +73,9 @@ class ShareSettings:
     # cookie that nginx (``iain nginx-conf``) or the tile fast path checks per request.
     tile_grants: bool = False
     tile_grant_ttl_s: int = 120
+    # Reverse proxies whose X-Forwarded-For is believed (share/client_address.py); none by
+    # default: the TCP peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
     public_paths: frozenset[str] = field(
         default_factory=lambda: frozenset({"/api/login", "/healthz", "/readyz", "/login"})
     )
@@ -81,6 +86,11 @@ class ShareSettings:
             raise InvalidInputError(
                 f"default centre {self.default_centre!r} not in {', '.join(self.centres)}"
             )
+        parse_networks(self.trusted_proxies)  # a bad entry is named at start-up
+
+    @cached_property
+    def trusted_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies)
 
     @property
     def url(self) -> str:
@@ -113,4 +123,7 @@ class ShareSettings:
             node_key_file=environ.get("SHARE_NODE_KEY_FILE", ""),
             tile_grants=environ.get("SHARE_TILE_GRANTS", "0") in ("1", "true", "yes"),
             tile_grant_ttl_s=_int(environ, "SHARE_TILE_GRANT_TTL_S", 120),
+            trusted_proxies=tuple(
+                p.strip() for p in environ.get("SHARE_TRUSTED_PROXIES", "").split(",") if p.strip()
+            ),
         )

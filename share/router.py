@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from share import annotations_router, audit, collections_router, opinions_router, review_router
 from share.accounts import Accounts, SessionInfo
 from share.authz import Action, AuditScope, Decision, Principal, authorize
+from share.client_address import client_address
 from share.collections_federation import install_collections_federation
 from share.config import ShareSettings
 from share.db import Database, open_database
@@ -74,7 +75,9 @@ def _me(info: SessionInfo) -> dict[str, Any]:
 
 
 def _client_ip(request: Request) -> str:
-    return request.client.host if request.client is not None else "unknown"
+    peer = request.client.host if request.client is not None else None
+    trusted = _accounts(request).settings.trusted_networks
+    return client_address(peer, request.headers.get("x-forwarded-for"), trusted)
 
 
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)

@@ -37,6 +37,9 @@ def uvicorn_config(settings: ServerSettings) -> uvicorn.Config:
         access_log=False,  # one log line per tile would cost more than the tile
         log_level="info",
         timeout_keep_alive=30,
+        # X-Forwarded-For is IAIN's to believe or not (SHARE_TRUSTED_PROXIES), as under granian;
+        # uvicorn's own default would trust it from any 127.0.0.1 peer
+        proxy_headers=False,
     )
 
 

@@ -177,8 +177,9 @@ class LiveServer:
 
     def __init__(self, app: FastAPI, port: int = 0) -> None:
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-        )
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+            proxy_headers=False,  # as viewer/serve.py: the app reads X-Forwarded-For itself
+        )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
