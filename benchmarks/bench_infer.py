@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from inference._memory import pin_mmap_threshold  # noqa: E402
 from inference.engine import Engine, EngineOptions, make_plan  # noqa: E402
-from inference.plan import SCHEDULES  # noqa: E402
+from inference.plan import IO_PATHS, SCHEDULES  # noqa: E402
 from inference.spec import ModelSpec, load_named_model  # noqa: E402
 
 SHARED = REPO.parent / "shared"
@@ -151,9 +151,10 @@ def bench_pipeline(
     batch: int,
     background_io: bool = True,
     schedule: str = "auto",
+    io: str = "auto",
 ) -> dict[str, float]:
     shutil.rmtree(store / "labels", ignore_errors=True)
-    options = EngineOptions(batch_size=batch, background_io=background_io, schedule=schedule)
+    options = EngineOptions(batch_size=batch, background_io=background_io, schedule=schedule, io=io)
     engine = Engine(model, SPEC, device, options)
     forward = engine.forward_probs
     in_model = [0.0, 0.0]  # wall seconds, process CPU seconds
@@ -259,6 +260,11 @@ def main() -> int:
         help="lockstep: read and write between forward passes (CPU default); threads: beside them",
     )  # fmt: skip
     parser.add_argument(
+        "--io", choices=IO_PATHS, default="auto",
+        help="host: libjpeg-turbo threads and numpy (CPU default); device: decode (nvJPEG on "
+        "CUDA) and reduce on the device",
+    )  # fmt: skip
+    parser.add_argument(
         "--model", default=None, help="a registered model (e.g. crc-tumour); default BenchNet"
     )
     args = parser.parse_args()
@@ -278,7 +284,7 @@ def main() -> int:
 
     if args.pipeline_only:
         rss_before = peak_rss_mib()
-        run = bench_pipeline(model, device, store, args.batch, background, args.schedule)
+        run = bench_pipeline(model, device, store, args.batch, background, args.schedule, args.io)
         only = {
             "slide_px": args.size,
             "pipeline_patches_per_s": round(run["patches_per_s"], 2),
@@ -299,7 +305,7 @@ def main() -> int:
         bare_runs.append(rate)
         bare_cpu.append(cpu_ms)
         pipe_runs.append(
-            bench_pipeline(model, device, store, args.batch, background, args.schedule)
+            bench_pipeline(model, device, store, args.batch, background, args.schedule, args.io)
         )
     rss_pipeline = peak_rss_mib()
     gpu_mib = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
@@ -330,6 +336,7 @@ def main() -> int:
         ],
         "background_io": background,
         "schedule": args.schedule,
+        "io": args.io,
         # CPU time per patch, whole process (the pipeline's threads included): less sensitive
         # to other jobs on the machine than wall-clock rates
         "bare_cpu_ms_per_patch": [round(c, 2) for c in bare_cpu],

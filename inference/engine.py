@@ -8,8 +8,9 @@ edges too (read from the neighbouring chunks), so a network's padding artefacts 
 output; neighbouring cores inside a unit are blended over a linear ramp ``overlap / 2`` wide
 (weights sum to one), and every patch is run exactly once.
 
-Scheduling (``EngineOptions.schedule``): reading decodes stored JPEG chunks (libjpeg-turbo in a
-thread pool on CPU, ``torchvision.io.decode_jpeg`` batches on CUDA); the caller's thread
+Scheduling (``EngineOptions.schedule``): reading decodes stored JPEG chunks (``io``: host,
+libjpeg-turbo in a thread pool, on CPU; device, ``torchvision.io.decode_jpeg`` batches, on CUDA;
+the device path also runs on CPU, where the tests cover it); the caller's thread
 normalises, batches patches across units, runs the model and blends each patch into its unit's
 accumulator; a finished unit is argmaxed and written (with the label pyramid's share of it,
 ``_output.py``) and fed to the outline tracer.
@@ -192,6 +193,8 @@ class Engine:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.options = options or EngineOptions()
         self.cuda = self.device.type == "cuda"
+        # decode, paste and reduce on the device (CUDA), or on the host (numpy, threads)
+        self.device_io = self.options.io == "device" or (self.options.io == "auto" and self.cuda)
         pin_mmap_threshold()  # peak RSS set by the units in flight, not the slide size
         if isinstance(model, torch.nn.Module):  # channels_last: depthwise convolutions run
             # ~1.6x faster on CPU (oneDNN) and use tensor cores on CUDA
@@ -372,7 +375,7 @@ class Engine:
     ) -> torch.Tensor:  # fmt: skip
         info = pyramid.levels[level]
         tw, th = info.tile_width, info.tile_height
-        if self.cuda:
+        if self.device_io:
             cols, rows = info.grid
             keys = [
                 (col, row)
@@ -380,7 +383,7 @@ class Engine:
                 for col in range(max(0, x // tw), min(cols, math.ceil((x + width) / tw)))
             ]
             blobs = list(self._pool.map(lambda k: pyramid.read_chunk_bytes(level, *k), keys))
-            return self._assemble_cuda(keys, blobs, tw, th, x, y, width, height)
+            return self._assemble_on_device(keys, blobs, tw, th, x, y, width, height)
 
         def load(key: tuple[int, int]) -> npt.NDArray[np.uint8] | None:
             blob = pyramid.read_chunk_bytes(level, *key)
@@ -394,18 +397,28 @@ class Engine:
         )
         return torch.from_numpy(out).permute(2, 0, 1)
 
-    def _assemble_cuda(
+    def _decode_on_device(self, blobs: list[bytes]) -> list[torch.Tensor]:
+        """(3, h, w) uint8 tensors on the device: one nvJPEG batch on CUDA; elsewhere
+        libjpeg-turbo in the pool (a CUDA-built torchvision may not even import beside a CPU
+        torch), so that the rest of the device path runs on CPU too."""
+        if not self.cuda:
+            decoded = self._pool.map(decode_jpeg, blobs)
+            return [torch.from_numpy(rgb).permute(2, 0, 1).to(self.device) for rgb in decoded]
+        from torchvision.io import decode_jpeg as tv_decode  # CUDA build only: import lazily
+
+        datas = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+        return list(tv_decode(datas, device=self.device))
+
+    def _assemble_on_device(
         self, keys: list[tuple[int, int]], blobs: list[bytes | None], tw: int, th: int,
         x: int, y: int, width: int, height: int,
     ) -> torch.Tensor:  # fmt: skip
-        """Batch-decode the chunks with nvJPEG and paste them on the GPU."""
-        from torchvision.io import decode_jpeg as tv_decode  # CUDA build only: import lazily
-
+        """Decode the chunks in one batch and paste them into a (3, height, width) window at
+        level pixel (x, y), white where a chunk was never written (glass)."""
         out = torch.full((3, height, width), 255, dtype=torch.uint8, device=self.device)
         present = [(k, b) for k, b in zip(keys, blobs, strict=True) if b is not None]
         if present:
-            datas = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for _, b in present]
-            tiles = tv_decode(datas, device=self.device)
+            tiles = self._decode_on_device([b for _, b in present])
             for ((col, row), _), tile in zip(present, tiles, strict=True):
                 dx, dy = col * tw - x, row * th - y
                 sx0, sy0, dx0, dy0 = max(0, -dx), max(0, -dy), max(0, dx), max(0, dy)
@@ -743,14 +756,12 @@ class Engine:
     def _forward(self, plan: Plan, take: list[tuple[_Work, _Patch]]) -> None:
         tile = plan.tile
         views = [w.window[:, p.y : p.y + tile, p.x : p.x + tile] for w, p in take]  # type: ignore[index]
-        if self.cuda:
-            probs = self.forward_probs(self.normalise(torch.stack(views)))
-        else:  # each patch uint8 -> float straight into the reused batch (no stacked copy)
-            inputs, out = self._batch_buffers(len(take), tile)
-            for row, view in zip(inputs, views, strict=True):
-                row.copy_(view)
-            inputs.sub_(self._mean).div_(self._std)
-            probs = self.forward_probs(inputs, out=out)
+        # each patch uint8 -> float straight into the reused batch (no stacked copy)
+        inputs, out = self._batch_buffers(len(take), tile)
+        for row, view in zip(inputs, views, strict=True):
+            row.copy_(view)
+        inputs.sub_(self._mean).div_(self._std)
+        probs = self.forward_probs(inputs, out=out)
         for (work, patch), prob in zip(take, probs, strict=True):
             assert work.acc is not None
             height, width = patch.weight.shape
@@ -789,11 +800,11 @@ class Engine:
             mask = np.zeros((height, width), dtype=np.uint8)
             probs = np.zeros((n_classes, height, width), dtype=np.uint8)
             probs[0] = 255
-        elif self.cuda:
+        elif self.device_io:  # torch's argmax also gives the first of equal maxima
             probs = work.out.to(torch.uint8).cpu().numpy()  # truncates 255 p + 0.5: rounds
             mask = work.out.argmax(dim=0).to(torch.uint8).cpu().numpy()
         else:
-            values = work.out.numpy()
+            values = work.out.cpu().numpy()
             probs = values.astype(np.uint8)
             mask = argmax_first(values)
         if work.acc is not None:

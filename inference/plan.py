@@ -19,9 +19,10 @@ from inference._pyramid import SlidePyramid
 from inference.errors import InvalidRequestError, MissingMppError
 from inference.spec import ModelSpec
 
-__all__ = ["SCHEDULES", "EngineOptions", "Plan", "Unit", "blend_ramp", "make_plan"]
+__all__ = ["IO_PATHS", "SCHEDULES", "EngineOptions", "Plan", "Unit", "blend_ramp", "make_plan"]
 
 SCHEDULES = ("auto", "lockstep", "threads")
+IO_PATHS = ("auto", "host", "device")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,11 @@ class EngineOptions:
     # decode pool still uses its threads); "threads": in their own threads, beside the model;
     # "auto": lockstep on CPU (the model's threads already fill every core), threads on CUDA
     schedule: str = "auto"
+    # "host": chunks decoded by libjpeg-turbo in threads into a reused window, outputs reduced
+    # with numpy; "device": chunks decoded (nvJPEG, in batches, on CUDA) and pasted, and outputs
+    # reduced, on the engine's device; "auto": device on CUDA, host on CPU. On CPU, "device"
+    # runs the CUDA path's logic (with libjpeg-turbo for nvJPEG): that is how tests cover it
+    io: str = "auto"
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 4096:
@@ -50,6 +56,8 @@ class EngineOptions:
             raise InvalidRequestError("unit_chunks, prefetch_units, decode_threads must be >= 1")
         if self.schedule not in SCHEDULES:
             raise InvalidRequestError(f"schedule {self.schedule!r} not one of {SCHEDULES}")
+        if self.io not in IO_PATHS:
+            raise InvalidRequestError(f"io {self.io!r} not one of {IO_PATHS}")
 
 
 @dataclass(frozen=True, slots=True)
