@@ -27,11 +27,13 @@ from viewer.errors import ViewerError
 from wsi.errors import SlideError
 
 if TYPE_CHECKING:
+    from share.demo import DemoAccount
     from share.demo_nodes import DemoNode
 
 __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
+LOGINS_HEADER = "demo logins (never use these passwords elsewhere):"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,6 +96,11 @@ def convert_all(slides: Path, data: Path) -> tuple[list[str], list[str]]:
     return converted, failed
 
 
+def _login_line(a: DemoAccount, indent: str) -> str:
+    """One row of the demo logins table."""
+    return f"{indent}{a.username:<12} {a.password:<18} {a.role:<12} {a.centre}"
+
+
 def _demo_accounts(data: Path) -> None:
     """Spread the converted slides over the centres and print the demo logins."""
     from share.config import ShareSettings
@@ -105,9 +112,9 @@ def _demo_accounts(data: Path) -> None:
     catalog.refresh()
     share = ShareSettings.from_env({**os.environ, "IAIN_DATA": str(data)})
     accounts = prepare_demo(share, [(ref.id, ref.name) for ref in catalog.slides()])
-    print("demo logins (never use these passwords elsewhere):")
-    for a in accounts:
-        print(f"  {a.username:<12} {a.password:<18} {a.role:<12} {a.centre}")
+    lines = [LOGINS_HEADER]
+    lines += [_login_line(a, "  ") for a in accounts]
+    print("\n".join(lines), flush=True)  # one block, after the set-up's log lines
 
 
 def _three_node_demo(data: Path, port: int) -> list[tuple[DemoNode, list[str]]]:
@@ -120,20 +127,20 @@ def _three_node_demo(data: Path, port: int) -> list[tuple[DemoNode, list[str]]]:
     nodes = plan_nodes(data, port)
     write_node_configs(nodes)
     place_slides(nodes, sorted(data.glob("*.zarr")))
-    print("demo logins (never use these passwords elsewhere):")
-    commands = []
+    lines = [LOGINS_HEADER]  # printed as one block once every node is set up: no log line
+    commands = []  # from the set-up (stderr) falls between a node and its logins
     for node in nodes:
         catalog = Catalog(open_data_root(str(node.slides)))
         catalog.refresh()
         refs = catalog.slides()
         accounts = prepare_node(node, [(ref.id, ref.name) for ref in refs], os.environ)
-        print(f"  {node.centre} node {node.url}/  ({len(refs)} slides)")
-        for a in accounts:
-            print(f"    {a.username:<12} {a.password:<18} {a.role:<12} {a.centre}")
+        lines.append(f"  {node.centre} node {node.url}/  ({len(refs)} slides)")
+        lines += [_login_line(a, "    ") for a in accounts]
         command = [sys.executable, "-m", "viewer", "serve", "--host", "127.0.0.1"]
         command += ["--port", str(node.port), "--data", str(node.slides)]
         command += ["--cache-dir", str(node.home / "cache")]
         commands.append((node, command))
+    print("\n".join(lines), flush=True)
     return commands
 
 

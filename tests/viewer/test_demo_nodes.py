@@ -138,6 +138,11 @@ def test_demo_serves_three_nodes_that_share_with_each_other(
             demo.kill()
             demo.wait()
         log.close()
+    # the logins are one block: no set-up log line falls inside it
+    text = (tmp_path / "demo.log").read_text()
+    block = text[text.index("demo logins") :].splitlines()[:12]
+    assert block[1].startswith("  caen node") and block[-1].startswith("    lille-admin")
+    assert not [line for line in block if "INFO" in line or "WARNING" in line]
     assert not any(_up(url) for url in urls)  # Ctrl-C stops all three
 
 
