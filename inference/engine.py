@@ -60,6 +60,7 @@ from inference.errors import (
     InferenceCancelledError,
     InferenceError,
     InvalidRequestError,
+    InvalidStoreError,
 )
 from inference.outlines import MAX_TRACE_PIXELS, RowTracer, mask_to_features, write_geojson
 from inference.plan import EngineOptions, Plan, Unit, blend_ramp, make_plan
@@ -383,11 +384,11 @@ class Engine:
                 for col in range(max(0, x // tw), min(cols, math.ceil((x + width) / tw)))
             ]
             blobs = list(self._pool.map(lambda k: pyramid.read_chunk_bytes(level, *k), keys))
-            return self._assemble_on_device(keys, blobs, tw, th, x, y, width, height)
+            return self._assemble_on_device(pyramid, level, keys, blobs, x, y, width, height)
 
         def load(key: tuple[int, int]) -> npt.NDArray[np.uint8] | None:
             blob = pyramid.read_chunk_bytes(level, *key)
-            return None if blob is None else decode_jpeg(blob)
+            return None if blob is None else self._decode_chunk(pyramid, level, key, blob)
 
         def decode(keys: Sequence[tuple[int, int]]) -> list[npt.NDArray[np.uint8] | None]:
             return list(self._pool.map(load, keys))
@@ -397,28 +398,54 @@ class Engine:
         )
         return torch.from_numpy(out).permute(2, 0, 1)
 
-    def _decode_on_device(self, blobs: list[bytes]) -> list[torch.Tensor]:
+    @staticmethod
+    def _decode_chunk(
+        pyramid: SlidePyramid, level: int, key: tuple[int, int], blob: bytes
+    ) -> npt.NDArray[np.uint8]:
+        """libjpeg-turbo; a chunk that does not decode is named (store, level, tile)."""
+        try:
+            return decode_jpeg(blob)
+        except InvalidStoreError as exc:
+            name = f"{pyramid.root.name}: level {level} tile ({key[0]}, {key[1]})"
+            raise InvalidStoreError(f"{name}: {exc}") from exc
+
+    def _decode_on_device(
+        self, pyramid: SlidePyramid, level: int, present: list[tuple[tuple[int, int], bytes]]
+    ) -> list[torch.Tensor]:
         """(3, h, w) uint8 tensors on the device: one nvJPEG batch on CUDA; elsewhere
         libjpeg-turbo in the pool (a CUDA-built torchvision may not even import beside a CPU
-        torch), so that the rest of the device path runs on CPU too."""
-        if not self.cuda:
-            decoded = self._pool.map(decode_jpeg, blobs)
+        torch), so that the rest of the device path runs on CPU too. When nvJPEG refuses a
+        batch, libjpeg-turbo names the bad chunk, or decodes the batch if none is bad."""
+
+        def on_host() -> list[torch.Tensor]:
+            decoded = self._pool.map(lambda kb: self._decode_chunk(pyramid, level, *kb), present)
             return [torch.from_numpy(rgb).permute(2, 0, 1).to(self.device) for rgb in decoded]
+
+        if not self.cuda:
+            return on_host()
         from torchvision.io import decode_jpeg as tv_decode  # CUDA build only: import lazily
 
-        datas = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
-        return list(tv_decode(datas, device=self.device))
+        datas = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for _, b in present]
+        try:
+            return list(tv_decode(datas, device=self.device))
+        except RuntimeError as exc:
+            logger.warning(
+                "nvJPEG refused level %d chunks (%s): decoding them on the host", level, exc
+            )
+            return on_host()
 
     def _assemble_on_device(
-        self, keys: list[tuple[int, int]], blobs: list[bytes | None], tw: int, th: int,
-        x: int, y: int, width: int, height: int,
+        self, pyramid: SlidePyramid, level: int, keys: list[tuple[int, int]],
+        blobs: list[bytes | None], x: int, y: int, width: int, height: int,
     ) -> torch.Tensor:  # fmt: skip
         """Decode the chunks in one batch and paste them into a (3, height, width) window at
         level pixel (x, y), white where a chunk was never written (glass)."""
+        info = pyramid.levels[level]
+        tw, th = info.tile_width, info.tile_height
         out = torch.full((3, height, width), 255, dtype=torch.uint8, device=self.device)
         present = [(k, b) for k, b in zip(keys, blobs, strict=True) if b is not None]
         if present:
-            tiles = self._decode_on_device([b for _, b in present])
+            tiles = self._decode_on_device(pyramid, level, present)
             for ((col, row), _), tile in zip(present, tiles, strict=True):
                 dx, dy = col * tw - x, row * th - y
                 sx0, sy0, dx0, dy0 = max(0, -dx), max(0, -dy), max(0, dx), max(0, dy)

@@ -19,7 +19,7 @@ from ome_zarr_models.v05.labels import Labels
 
 from inference._pyramid import SlidePyramid
 from inference.engine import Engine, EngineOptions, tissue_mask
-from inference.errors import MissingMppError, StoreNotFoundError
+from inference.errors import InvalidStoreError, MissingMppError, StoreNotFoundError
 from tests.inference.helpers import (
     GLASS,
     PROTOTYPES,
@@ -113,6 +113,21 @@ def test_the_device_io_path_equals_the_host_path(tmp_path: Path, slide_mpp: floa
     for want, got in zip(host, device, strict=True):
         np.testing.assert_array_equal(got, want)
     assert len(json.loads(host_outlines)["features"]) >= 2
+
+
+@pytest.mark.parametrize("io", ["host", "device"])
+def test_an_undecodable_chunk_is_named(tmp_path: Path, regions: Regions, io: str) -> None:
+    store = write_store(tmp_path / "s.zarr", regions[0])
+    chunk = store / "0" / "c" / "0" / "0" / "1"  # level 0, row 0, column 1: tissue
+    chunk.write_bytes(chunk.read_bytes()[:300])  # truncated mid-scan
+    toy = spec()
+    options = EngineOptions(io=io, skip_glass=False)  # no tissue pass: the model's read hits it
+    named = r"s\.zarr: level 0 tile \(1, 0\): "
+    with (
+        Engine(ColourModel(toy), toy, "cpu", options) as engine,
+        pytest.raises(InvalidStoreError, match=named),
+    ):
+        engine.run(store)
 
 
 @pytest.mark.parametrize("schedule", ["lockstep", "threads"])
