@@ -59,9 +59,9 @@ def _timed(label: str, func: Callable[..., Any], wall: bool = False) -> Callable
 def _instrument_modules() -> None:
     """Stages reached through module or class attributes (every engine of the process)."""
     writer = output_module.LabelWriter
-    writer.write_unit = _timed("writer: LabelWriter.write_unit", writer.write_unit)  # type: ignore[method-assign]
+    writer.write_unit = _timed("writer: LabelWriter.write_unit", writer.write_unit, wall=True)  # type: ignore[method-assign]
     writer._write_probabilities = _timed(  # type: ignore[method-assign]
-        "decode pool: probabilities", writer._write_probabilities
+        "decode pool: probabilities", writer._write_probabilities, wall=True
     )
     writer.finish = _timed("end: LabelWriter.finish", writer.finish, wall=True)  # type: ignore[method-assign]
     engine_module.decode_jpeg = _timed("reader: JPEG decode", engine_module.decode_jpeg)
@@ -76,7 +76,7 @@ def _instrument(engine: Engine) -> None:
     e.model = _timed("main: model call", e.model, wall=True)
     e._forward = _timed("main: _forward (model incl.)", e._forward, wall=True)
     e._start_unit = _timed("main: _start_unit", e._start_unit)
-    e._finish_unit = _timed("writer: _finish_unit (write_unit incl.)", e._finish_unit)
+    e._finish_unit = _timed("writer: _finish_unit (write_unit incl.)", e._finish_unit, wall=True)
     e._read_window = _timed("reader: _read_window (decodes excl.)", e._read_window)
     e.write_outlines = _timed("end: write_outlines", e.write_outlines, wall=True)
     e._tissue = _timed("start: tissue mask", e._tissue, wall=True)
