@@ -532,6 +532,10 @@ class Engine:
                     with torch.cuda.stream(stream):
                         window = self._read_window(pyramid, plan, *origin, width, height)
                     stream.synchronize()
+                    # allocated on the side stream, read by the model's: without this the
+                    # caching allocator could hand its memory to the next window while the
+                    # model's stream is still copying patches out of it
+                    window.record_stream(torch.cuda.default_stream(self.device))
                 else:  # the level row the unit row below starts reading at
                     below = math.floor((math.floor(unit.y1 * plan.scale) - pad) / plan.scale)
                     keep = below if unit.y1 < plan.height else None
