@@ -15,7 +15,6 @@ Usage: python benchmarks/bench_infer_host.py [--store /tmp/iain-bench/bench20000
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.bench_infer_stages import store_arguments
 from inference._memory import pin_mmap_threshold
 from inference.engine import Engine, EngineOptions
 from inference.spec import ModelSpec, load_named_model
@@ -78,14 +78,7 @@ def _run(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, default=Path("/tmp/iain-bench/bench20000.zarr"))
-    parser.add_argument("--model", default="crc-tumour")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--repeat", type=int, default=2)
-    args = parser.parse_args()
-    if not (args.store / "zarr.json").exists():
-        raise SystemExit(f"{args.store}: not a converted slide (run bench_infer.py --size 20000)")
+    args = store_arguments(__doc__.splitlines()[0])
     pin_mmap_threshold()
     spec, net = load_named_model(args.model, torch.device("cpu"))
     assert isinstance(net, nn.Module)

@@ -82,13 +82,21 @@ def _instrument(engine: Engine) -> None:
     e._tissue = _timed("start: tissue mask", e._tissue, wall=True)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def store_arguments(description: str) -> argparse.Namespace:
+    """--store (a converted slide), --model, --batch, --repeat: the stage and host benchmarks'."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--store", type=Path, default=Path("/tmp/iain-bench/bench20000.zarr"))
     parser.add_argument("--model", default="crc-tumour")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
+    if not (args.store / "zarr.json").exists():
+        raise SystemExit(f"{args.store}: not a converted slide (run bench_infer.py --size 20000)")
+    return args
+
+
+def main() -> int:
+    args = store_arguments(__doc__.splitlines()[0])
     pin_mmap_threshold()
     spec, model = load_named_model(args.model, torch.device("cpu"))
     _instrument_modules()
