@@ -10,7 +10,9 @@ the end of a unit row, so memory grows with the slide's width (~23 MB at 10000 p
 chunks), never with its height.
 
 A cached piece is used only where it covers every row a window needs; anything else is decoded
-again, so the cache changes how fast a window is read, never its pixels.
+again, so the cache changes how fast a window is read, never its pixels. Pieces are numpy arrays
+(the host path) or (height, width, 3) tensor views on the engine's device (the device path):
+both slice and paste alike.
 """
 
 from __future__ import annotations
@@ -20,13 +22,28 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
-from inference._pyramid import paste
-
-__all__ = ["ChunkCache", "Key"]
+__all__ = ["ChunkCache", "Decoded", "Key", "Pixels"]
 
 Key = tuple[int, int]  # (col, row)
-Decoded = npt.NDArray[np.uint8] | None  # None: the chunk was never written (glass)
+Pixels = npt.NDArray[np.uint8] | torch.Tensor  # (height, width, 3 or 4)
+Decoded = Pixels | None  # None: the chunk was never written (glass)
+
+
+def _white(height: int, width: int) -> Pixels:
+    return np.full((height, width, 3), 255, dtype=np.uint8)
+
+
+def _paste(out: Pixels, tile: Pixels, x: int, y: int) -> None:
+    """Copy ``tile`` into ``out`` with its top-left at (x, y), clipped to both."""
+    height, width = out.shape[:2]
+    sx0, sy0 = max(0, -x), max(0, -y)
+    dx0, dy0 = max(0, x), max(0, y)
+    w = min(tile.shape[1] - sx0, width - dx0)
+    h = min(tile.shape[0] - sy0, height - dy0)
+    if w > 0 and h > 0:
+        out[dy0 : dy0 + h, dx0 : dx0 + w] = tile[sy0 : sy0 + h, sx0 : sx0 + w, :3]  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +72,11 @@ class ChunkCache:
         self, level: int, tile: tuple[int, int], grid: tuple[int, int],
         rect: tuple[int, int, int, int], keep_from: int | None,
         decode: Callable[[Sequence[Key]], Sequence[Decoded]],
-    ) -> npt.NDArray[np.uint8]:  # fmt: skip
+        blank: Callable[[int, int], Pixels] = _white,
+    ) -> Pixels:  # fmt: skip
         """(height, width, 3) pixels of ``rect`` = (x, y, width, height) of ``level``, white
-        outside the stored chunks; ``decode`` turns chunk keys into pixels (in parallel).
+        outside the stored chunks; ``decode`` turns chunk keys into pixels (in parallel),
+        ``blank`` makes the white window (numpy by default).
         ``keep_from``: the first level row the next unit row's windows read (None: no next row,
         or unknown: only the previous window's chunks are kept)."""
         tw, th = tile
@@ -80,13 +99,13 @@ class ChunkCache:
         missing = [k for k in keys if not covers(k)]
         fresh = dict(zip(missing, decode(missing), strict=True))
         self.decoded += len(missing)
-        out = np.full((height, width, 3), 255, dtype=np.uint8)
+        out = blank(height, width)
         current: dict[Key, _Piece] = {}
         for key in keys:
             piece = _Piece(fresh[key], 0, th, False) if key in fresh else self._pieces[key]
             current[key] = piece
             if piece.pixels is not None:
-                paste(out, piece.pixels, key[0] * tw - x, key[1] * th + piece.top - y)
+                _paste(out, piece.pixels, key[0] * tw - x, key[1] * th + piece.top - y)
         self._pieces = self._kept(current, y, th, keep_from)
         return out
 
@@ -110,7 +129,8 @@ class ChunkCache:
                 continue
             pixels = piece.pixels
             if pixels is not None:  # a copy: the whole chunk's memory goes
-                pixels = pixels[top - piece.top : piece.bottom - piece.top].copy()
+                rows = pixels[top - piece.top : piece.bottom - piece.top]
+                pixels = rows.clone() if isinstance(rows, torch.Tensor) else rows.copy()
             kept[key] = _Piece(pixels, top, piece.bottom, True)
         self._last_keep = keep_from
         return kept

@@ -18,7 +18,7 @@ from tiling.codec import decode_jpeg as _tiling_decode
 from tiling.errors import ChunkDecodeError, PyramidNotFoundError, TilingError
 from tiling.read import PyramidReader
 
-__all__ = ["LevelInfo", "SlidePyramid", "decode_jpeg", "paste"]
+__all__ = ["LevelInfo", "SlidePyramid", "decode_jpeg"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +79,3 @@ def decode_jpeg(data: bytes) -> npt.NDArray[np.uint8]:
         return _tiling_decode(data)
     except ChunkDecodeError as exc:
         raise InvalidStoreError(f"unreadable chunk: {exc}") from exc
-
-
-def paste(out: npt.NDArray[np.uint8], tile: npt.NDArray[np.uint8], x: int, y: int) -> None:
-    """Copy ``tile`` into ``out`` with its top-left at (x, y), clipped to both."""
-    height, width = out.shape[:2]
-    sx0, sy0 = max(0, -x), max(0, -y)
-    dx0, dy0 = max(0, x), max(0, y)
-    w = min(tile.shape[1] - sx0, width - dx0)
-    h = min(tile.shape[0] - sy0, height - dy0)
-    if w > 0 and h > 0:
-        out[dy0 : dy0 + h, dx0 : dx0 + w] = tile[sy0 : sy0 + h, sx0 : sx0 + w, :3]

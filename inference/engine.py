@@ -49,8 +49,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from inference._chunks import ChunkCache
-from inference._cpu import BufferPool, argmax_first, lower_thread_priority
+from inference._chunks import ChunkCache, Decoded
+from inference._cpu import BufferPool, argmax_first, argmax_first_tensor, lower_thread_priority
 from inference._memory import pin_mmap_threshold
 from inference._output import LabelWriter
 from inference._pyramid import SlidePyramid, decode_jpeg
@@ -223,7 +223,7 @@ class Engine:
         # lockstep: a finished unit's writing and its outline tracing, beside the next read
         self._writes = ThreadPoolExecutor(1, thread_name_prefix="infer-write")
         self._traces = ThreadPoolExecutor(1, thread_name_prefix="infer-trace")
-        self.chunks = ChunkCache()  # the producer's decoded chunks (CPU)
+        self.chunks = ChunkCache()  # the producer's decoded chunks (host or device)
         self._run_lock = threading.Lock()
         self._accs = BufferPool(self.device)
         self._batch_in: torch.Tensor | None = None  # (batch, 3, tile, tile) float, reused
@@ -374,29 +374,30 @@ class Engine:
         self, pyramid: SlidePyramid, level: int, x: int, y: int, width: int, height: int,
         keep_from: int | None = None,
     ) -> torch.Tensor:  # fmt: skip
+        """(3, height, width) uint8 pixels of ``level`` at (x, y), through the chunk cache:
+        decoded on the host (numpy) or on the device (one batch per window's new chunks)."""
         info = pyramid.levels[level]
-        tw, th = info.tile_width, info.tile_height
-        if self.device_io:
-            cols, rows = info.grid
-            keys = [
-                (col, row)
-                for row in range(max(0, y // th), min(rows, math.ceil((y + height) / th)))
-                for col in range(max(0, x // tw), min(cols, math.ceil((x + width) / tw)))
-            ]
-            blobs = list(self._pool.map(lambda k: pyramid.read_chunk_bytes(level, *k), keys))
-            return self._assemble_on_device(pyramid, level, keys, blobs, x, y, width, height)
 
         def load(key: tuple[int, int]) -> npt.NDArray[np.uint8] | None:
             blob = pyramid.read_chunk_bytes(level, *key)
             return None if blob is None else self._decode_chunk(pyramid, level, key, blob)
 
-        def decode(keys: Sequence[tuple[int, int]]) -> list[npt.NDArray[np.uint8] | None]:
-            return list(self._pool.map(load, keys))
+        def decode(keys: Sequence[tuple[int, int]]) -> list[Decoded]:
+            if not self.device_io:
+                return list(self._pool.map(load, keys))
+            blobs = list(self._pool.map(lambda k: pyramid.read_chunk_bytes(level, *k), keys))
+            present = [(k, b) for k, b in zip(keys, blobs, strict=True) if b is not None]
+            tiles = iter(self._decode_on_device(pyramid, level, present) if present else [])
+            return [None if blob is None else next(tiles) for blob in blobs]
+
+        def white(h: int, w: int) -> torch.Tensor:
+            return torch.full((h, w, 3), 255, dtype=torch.uint8, device=self.device)
 
         out = self.chunks.window(
-            level, (tw, th), info.grid, (x, y, width, height), keep_from, decode
-        )
-        return torch.from_numpy(out).permute(2, 0, 1)
+            level, (info.tile_width, info.tile_height), info.grid, (x, y, width, height),
+            keep_from, decode, *([white] if self.device_io else []),
+        )  # fmt: skip
+        return (out if isinstance(out, torch.Tensor) else torch.from_numpy(out)).permute(2, 0, 1)
 
     @staticmethod
     def _decode_chunk(
@@ -412,14 +413,14 @@ class Engine:
     def _decode_on_device(
         self, pyramid: SlidePyramid, level: int, present: list[tuple[tuple[int, int], bytes]]
     ) -> list[torch.Tensor]:
-        """(3, h, w) uint8 tensors on the device: one nvJPEG batch on CUDA; elsewhere
+        """(h, w, 3) uint8 tensor views on the device: one nvJPEG batch on CUDA; elsewhere
         libjpeg-turbo in the pool (a CUDA-built torchvision may not even import beside a CPU
         torch), so that the rest of the device path runs on CPU too. When nvJPEG refuses a
         batch, libjpeg-turbo names the bad chunk, or decodes the batch if none is bad."""
 
         def on_host() -> list[torch.Tensor]:
             decoded = self._pool.map(lambda kb: self._decode_chunk(pyramid, level, *kb), present)
-            return [torch.from_numpy(rgb).permute(2, 0, 1).to(self.device) for rgb in decoded]
+            return [torch.from_numpy(rgb).to(self.device) for rgb in decoded]
 
         if not self.cuda:
             return on_host()
@@ -427,33 +428,12 @@ class Engine:
 
         datas = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for _, b in present]
         try:
-            return list(tv_decode(datas, device=self.device))
+            return [tile.permute(1, 2, 0) for tile in tv_decode(datas, device=self.device)]
         except RuntimeError as exc:
             logger.warning(
                 "nvJPEG refused level %d chunks (%s): decoding them on the host", level, exc
             )
             return on_host()
-
-    def _assemble_on_device(
-        self, pyramid: SlidePyramid, level: int, keys: list[tuple[int, int]],
-        blobs: list[bytes | None], x: int, y: int, width: int, height: int,
-    ) -> torch.Tensor:  # fmt: skip
-        """Decode the chunks in one batch and paste them into a (3, height, width) window at
-        level pixel (x, y), white where a chunk was never written (glass)."""
-        info = pyramid.levels[level]
-        tw, th = info.tile_width, info.tile_height
-        out = torch.full((3, height, width), 255, dtype=torch.uint8, device=self.device)
-        present = [(k, b) for k, b in zip(keys, blobs, strict=True) if b is not None]
-        if present:
-            tiles = self._decode_on_device(pyramid, level, present)
-            for ((col, row), _), tile in zip(present, tiles, strict=True):
-                dx, dy = col * tw - x, row * th - y
-                sx0, sy0, dx0, dy0 = max(0, -dx), max(0, -dy), max(0, dx), max(0, dy)
-                w = min(tile.shape[2] - sx0, width - dx0)
-                h = min(tile.shape[1] - sy0, height - dy0)
-                if w > 0 and h > 0:
-                    out[:, dy0 : dy0 + h, dx0 : dx0 + w] = tile[:3, sy0 : sy0 + h, sx0 : sx0 + w]
-        return out
 
     def ramp(self, core: int, first: bool, last: bool) -> torch.Tensor:
         """Cached 1-D blend weights on the device (few distinct core widths per slide)."""
@@ -528,17 +508,18 @@ class Engine:
             window = None
             if patches:
                 width, height = mx1 - mx0 + 2 * pad, my1 - my0 + 2 * pad
+                # the level row the unit row below starts reading at (kept in the chunk cache)
+                below = math.floor((math.floor(unit.y1 * plan.scale) - pad) / plan.scale)
+                keep = below if unit.y1 < plan.height else None
                 if stream is not None:
                     with torch.cuda.stream(stream):
-                        window = self._read_window(pyramid, plan, *origin, width, height)
+                        window = self._read_window(pyramid, plan, *origin, width, height, keep)
                     stream.synchronize()
                     # allocated on the side stream, read by the model's: without this the
                     # caching allocator could hand its memory to the next window while the
                     # model's stream is still copying patches out of it
                     window.record_stream(torch.cuda.default_stream(self.device))
-                else:  # the level row the unit row below starts reading at
-                    below = math.floor((math.floor(unit.y1 * plan.scale) - pad) / plan.scale)
-                    keep = below if unit.y1 < plan.height else None
+                else:
                     window = self._read_window(pyramid, plan, *origin, width, height, keep)
             work = _Work(unit, origin, window, patches, glass)
             work.pending = len(patches)
@@ -831,9 +812,9 @@ class Engine:
             mask = np.zeros((height, width), dtype=np.uint8)
             probs = np.zeros((n_classes, height, width), dtype=np.uint8)
             probs[0] = 255
-        elif self.device_io:  # torch's argmax also gives the first of equal maxima
+        elif self.device_io:
             probs = work.out.to(torch.uint8).cpu().numpy()  # truncates 255 p + 0.5: rounds
-            mask = work.out.argmax(dim=0).to(torch.uint8).cpu().numpy()
+            mask = argmax_first_tensor(work.out).cpu().numpy()
         else:
             values = work.out.cpu().numpy()
             probs = values.astype(np.uint8)

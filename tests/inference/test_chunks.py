@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from inference._pyramid import SlidePyramid
@@ -47,10 +48,11 @@ def _fresh_windows(
         return windows, fresh.chunks.decoded
 
 
-def test_each_chunk_is_decoded_once_and_windows_equal_direct_reads(tmp_path: Path) -> None:
+@pytest.mark.parametrize("io", ["host", "device"])  # numpy pieces, or tensors on the device
+def test_each_chunk_is_decoded_once_and_windows_equal_direct_reads(tmp_path: Path, io: str) -> None:
     store = _noise_store(tmp_path, mpp=0.5)
     toy = spec(tile=128, overlap=16)
-    options = EngineOptions(unit_chunks=2, skip_glass=False)
+    options = EngineOptions(unit_chunks=2, skip_glass=False, io=io)
     with Engine(ColourModel(toy), toy, "cpu", options) as engine:
         windows = _windows(engine, store)
         decoded = engine.chunks.decoded
@@ -76,12 +78,13 @@ def test_each_chunk_is_decoded_once_and_windows_equal_direct_reads(tmp_path: Pat
     assert all(torch.equal(a, b) for a, b in zip(windows, fresh, strict=True))
 
 
-def test_windows_out_of_order_and_resampled_equal_uncached_reads(tmp_path: Path) -> None:
+@pytest.mark.parametrize("io", ["host", "device"])
+def test_windows_out_of_order_and_resampled_equal_uncached_reads(tmp_path: Path, io: str) -> None:
     """A distributed region task runs units in any order, and a 0.3 µm/px slide is read at
     level 1 resampled by 1.2: the cache may then miss, but never returns other pixels."""
     store = _noise_store(tmp_path, mpp=0.3)
     toy = spec(tile=128, overlap=16)
-    options = EngineOptions(unit_chunks=1, skip_glass=False)
+    options = EngineOptions(unit_chunks=1, skip_glass=False, io=io)
     pyramid = SlidePyramid(store)
     plan = make_plan(pyramid, toy, options)
     assert plan.level == 1 and plan.scale != 1.0
