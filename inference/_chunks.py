@@ -31,10 +31,6 @@ Pixels = npt.NDArray[np.uint8] | torch.Tensor  # (height, width, 3 or 4)
 Decoded = Pixels | None  # None: the chunk was never written (glass)
 
 
-def _white(height: int, width: int) -> Pixels:
-    return np.full((height, width, 3), 255, dtype=np.uint8)
-
-
 def _paste(out: Pixels, tile: Pixels, x: int, y: int) -> None:
     """Copy ``tile`` into ``out`` with its top-left at (x, y), clipped to both."""
     height, width = out.shape[:2]
@@ -72,11 +68,11 @@ class ChunkCache:
         self, level: int, tile: tuple[int, int], grid: tuple[int, int],
         rect: tuple[int, int, int, int], keep_from: int | None,
         decode: Callable[[Sequence[Key]], Sequence[Decoded]],
-        blank: Callable[[int, int], Pixels] = _white,
+        blank: Callable[[int, int], Pixels] | None = None,
     ) -> Pixels:  # fmt: skip
         """(height, width, 3) pixels of ``rect`` = (x, y, width, height) of ``level``, white
         outside the stored chunks; ``decode`` turns chunk keys into pixels (in parallel),
-        ``blank`` makes the white window (numpy by default).
+        ``blank`` makes the white window (None: numpy).
         ``keep_from``: the first level row the next unit row's windows read (None: no next row,
         or unknown: only the previous window's chunks are kept)."""
         tw, th = tile
@@ -99,7 +95,7 @@ class ChunkCache:
         missing = [k for k in keys if not covers(k)]
         fresh = dict(zip(missing, decode(missing), strict=True))
         self.decoded += len(missing)
-        out = blank(height, width)
+        out = blank(height, width) if blank else np.full((height, width, 3), 255, np.uint8)
         current: dict[Key, _Piece] = {}
         for key in keys:
             piece = _Piece(fresh[key], 0, th, False) if key in fresh else self._pieces[key]

@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,10 +303,9 @@ class Engine:
 
     def label_writer(self, pyramid: SlidePyramid, plan: Plan) -> LabelWriter:
         sizes = [(info.width, info.height) for info in pyramid.levels]
-        unit_px = (plan.chunk_w * plan.unit_chunks, plan.chunk_h * plan.unit_chunks)
         return LabelWriter(
             pyramid.root, self.spec, sizes, (plan.chunk_w, plan.chunk_h), plan.level,
-            plan.slide_mpp, plan.fingerprint(self.spec), unit_px,
+            plan.slide_mpp, plan.fingerprint(self.spec), plan.unit_px,
         )  # fmt: skip
 
     def pending_units(self, store: Path) -> list[int]:
@@ -395,7 +395,7 @@ class Engine:
 
         out = self.chunks.window(
             level, (info.tile_width, info.tile_height), info.grid, (x, y, width, height),
-            keep_from, decode, *([white] if self.device_io else []),
+            keep_from, decode, white if self.device_io else None,
         )  # fmt: skip
         return (out if isinstance(out, torch.Tensor) else torch.from_numpy(out)).permute(2, 0, 1)
 
@@ -478,7 +478,8 @@ class Engine:
         self, pyramid: SlidePyramid, plan: Plan, units: list[Unit],
         tissue: npt.NDArray[np.bool_] | None, tissue_scale: float,
     ) -> Iterator[_Work]:  # fmt: skip
-        """Read, decode, resample and normalise one unit at a time (runs in the producer)."""
+        """Read, decode and resample one unit's window at a time (runs in the producer); the
+        unit's patches split into those with tissue and glass."""
         tile = plan.tile
         pad = tile // 2 + 1  # the most any patch reaches past its unit
         reach = plan.halo // 2 + 1  # half the blend ramp
@@ -511,16 +512,14 @@ class Engine:
                 # the level row the unit row below starts reading at (kept in the chunk cache)
                 below = math.floor((math.floor(unit.y1 * plan.scale) - pad) / plan.scale)
                 keep = below if unit.y1 < plan.height else None
+                with torch.cuda.stream(stream) if stream is not None else nullcontext():
+                    window = self._read_window(pyramid, plan, *origin, width, height, keep)
                 if stream is not None:
-                    with torch.cuda.stream(stream):
-                        window = self._read_window(pyramid, plan, *origin, width, height, keep)
                     stream.synchronize()
                     # allocated on the side stream, read by the model's: without this the
                     # caching allocator could hand its memory to the next window while the
                     # model's stream is still copying patches out of it
                     window.record_stream(torch.cuda.default_stream(self.device))
-                else:
-                    window = self._read_window(pyramid, plan, *origin, width, height, keep)
             work = _Work(unit, origin, window, patches, glass)
             work.pending = len(patches)
             yield work
@@ -545,9 +544,11 @@ class Engine:
         )  # fmt: skip
 
     def normalise(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, 3, H, W) on the device -> the model's normalised float input. Windows stay
-        uint8 until here: a quarter of the memory per unit in flight."""
-        return batch.float().sub_(self._mean).div_(self._std)  # in place: one allocation
+        """(N, 3, H, W) pixels on the device -> the model's normalised float input: a float
+        batch in place (the engine's reused buffer), a uint8 one into one new float tensor.
+        Windows stay uint8 until here: a quarter of the memory per unit in flight."""
+        batch = batch if batch.is_floating_point() else batch.float()
+        return batch.sub_(self._mean).div_(self._std)
 
     # ------------------------------------------------------------------ the loop
     def _process(
@@ -772,8 +773,7 @@ class Engine:
         inputs, out = self._batch_buffers(len(take), tile)
         for row, view in zip(inputs, views, strict=True):
             row.copy_(view)
-        inputs.sub_(self._mean).div_(self._std)
-        probs = self.forward_probs(inputs, out=out)
+        probs = self.forward_probs(self.normalise(inputs), out=out)
         for (work, patch), prob in zip(take, probs, strict=True):
             assert work.acc is not None
             height, width = patch.weight.shape
@@ -844,8 +844,7 @@ class Engine:
         tracer = RowTracer(
             (info.height, info.width), self.spec, pyramid.downsample(level), plan.slide_mpp
         )
-        unit_size = (plan.chunk_w * plan.unit_chunks, plan.chunk_h * plan.unit_chunks)
-        return UnitFeed(tracer, 1 << (level - plan.level), unit_size, (plan.width, plan.height))
+        return UnitFeed(tracer, 1 << (level - plan.level), plan.unit_px, (plan.width, plan.height))
 
     def write_outlines(
         self, pyramid: SlidePyramid, plan: Plan, writer: LabelWriter,

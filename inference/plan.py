@@ -93,8 +93,13 @@ class Plan:
     def stride(self) -> int:
         return self.tile - 2 * self.halo
 
+    @property
+    def unit_px(self) -> tuple[int, int]:
+        """(width, height) of every work unit but the last column and row, inference pixels."""
+        return self.chunk_w * self.unit_chunks, self.chunk_h * self.unit_chunks
+
     def units(self) -> list[Unit]:
-        step_x, step_y = self.chunk_w * self.unit_chunks, self.chunk_h * self.unit_chunks
+        step_x, step_y = self.unit_px
         units: list[Unit] = []
         for y in range(0, self.height, step_y):
             for x in range(0, self.width, step_x):
