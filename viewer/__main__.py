@@ -127,8 +127,10 @@ def _three_node_demo(data: Path, port: int) -> list[tuple[DemoNode, list[str]]]:
     nodes = plan_nodes(data, port)
     write_node_configs(nodes)
     place_slides(nodes, sorted(data.glob("*.zarr")))
-    lines = [LOGINS_HEADER]  # printed as one block once every node is set up: no log line
-    commands = []  # from the set-up (stderr) falls between a node and its logins
+    # printed as one block once every node is set up: no set-up log line (stderr) falls
+    # between a node and its logins
+    lines = [LOGINS_HEADER]
+    commands = []
     for node in nodes:
         catalog = Catalog(open_data_root(str(node.slides)))
         catalog.refresh()
