@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -121,24 +122,22 @@ def bench_bare(
     CPU milliseconds per patch. The model runs as the engine runs it: channels_last (and
     float16 autocast on CUDA), batch norms folded by ``load_model``."""
     x = torch.randn(batch, 3, SPEC.tile_size_px, SPEC.tile_size_px, device=device)
-    autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else None
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     x = x.contiguous(memory_format=torch.channels_last)
+
+    def forward() -> None:
+        with (
+            torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
+        ):
+            model(x)
+
     with torch.inference_mode():
         for _ in range(2):
-            if autocast:
-                with autocast:
-                    model(x)
-            else:
-                model(x)
+            forward()
         sync(device)
         done, start, cpu = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - start < seconds:
-            if autocast:
-                with torch.autocast("cuda", dtype=torch.float16):
-                    model(x)
-            else:
-                model(x)
+            forward()
             done += batch
         sync(device)
         return done / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / done
